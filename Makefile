@@ -1,0 +1,42 @@
+# robeval: `make demo` (train + evaluate on the bundled MNIST subset) and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
+DEMO   := results/demo
+
+.PHONY: demo test bench install clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(PY)
+	$(PIP) -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(PY)
+	$(PIP) -e '.[dev]'
+	touch $@ $(VENV)/.installed
+
+$(VENV)/.installed-peers: pyproject.toml | $(PY)
+	$(PIP) -e '.[dev,peers]'
+	touch $@ $(VENV)/.installed-dev $(VENV)/.installed
+
+install: $(VENV)/.installed
+
+$(DEMO)/mnist_cnn.pt: | $(VENV)/.installed
+	$(VENV)/bin/robeval train --dataset mnist-mini --arch mnist-cnn --epochs 4 --batch-size 64 \
+		--lr 1e-3 --seed 0 --out $@
+
+demo: $(VENV)/.installed $(DEMO)/mnist_cnn.pt
+	$(VENV)/bin/robeval run $(DEMO)/mnist_cnn.pt --attack fgsm --attack pgd \
+		--eps 0,0.05,0.1,0.15,0.2,0.3 --n 500 --seed 0 --out $(DEMO)
+
+test: $(VENV)/.installed-dev
+	$(PY) -m pytest -q
+
+bench: $(VENV)/.installed-peers
+	$(PY) benchmarks/pgd_vs_peers.py
+
+clean:
+	rm -rf $(VENV) results/demo results/run

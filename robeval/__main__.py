@@ -1,0 +1,3 @@
+from robeval.cli import main
+
+main()

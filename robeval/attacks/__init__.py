@@ -1,0 +1,9 @@
+"""The attack battery. ``robeval.attacks.get("pgd:norm=l2,steps=40")`` returns a callable
+``attack(model, x, y, *, eps, generator=None) -> x_adv``; ``robeval ls attacks`` lists them.
+"""
+
+from robeval.attacks import fgsm, pgd  # noqa: F401  (registers the attacks)
+from robeval.attacks.base import Attack, Norm, perturbation_norms
+from robeval.attacks.registry import attacks, canonical_name, get
+
+__all__ = ["Attack", "Norm", "attacks", "canonical_name", "get", "perturbation_norms"]

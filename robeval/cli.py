@@ -1,0 +1,153 @@
+"""The ``robeval`` command line: parse flags, build a spec, call one library function,
+print a table. No logic lives here."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from robeval.errors import RobevalError
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    help="Adversarial-robustness evaluation and robust training for image classifiers.",
+)
+out_console = Console()
+err_console = Console(stderr=True)
+LS_KINDS = ("attacks", "models", "datasets", "objectives", "regularisers")
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Print a :class:`RobevalError` as one line and exit 2; Ctrl-C exits 130."""
+    try:
+        yield
+    except RobevalError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        err_console.print("interrupted; finished batches are saved, run the same command again to resume")
+        raise typer.Exit(130) from None
+
+
+@app.callback()
+def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def train(
+    dataset: Annotated[str, typer.Option(help="Data set (see `robeval ls datasets`).")] = "mnist-mini",
+    arch: Annotated[str, typer.Option(help="Architecture, optionally NAME:key=value (see `robeval ls models`).")] = "mnist-cnn",
+    epochs: Annotated[int, typer.Option()] = 5,
+    batch_size: Annotated[int, typer.Option()] = 64,
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = 1e-3,
+    optimizer: Annotated[str, typer.Option(help="adam or sgd (with --momentum).")] = "adam",
+    momentum: Annotated[float, typer.Option()] = 0.9,
+    weight_decay: Annotated[float, typer.Option()] = 0.0,
+    objective: Annotated[str, typer.Option(help="Base objective (see `robeval ls objectives`).")] = "ce",
+    regulariser: Annotated[Optional[list[str]], typer.Option(help="Regulariser NAME:key=value; repeatable.")] = None,
+    n_train: Annotated[Optional[int], typer.Option(help="Use a seeded subset of this many training images.")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    data_root: Annotated[Optional[str], typer.Option(help="Folder holding local data sets (mnist, cifar10, ...).")] = None,
+    out: Annotated[Path, typer.Option(help="Checkpoint file to write.")] = Path("results/model.pt"),
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Train a model and write a checkpoint that `robeval run` reads back."""
+    with user_errors():
+        from robeval.train import TrainSpec
+        from robeval.train import train as train_model
+
+        spec = TrainSpec(
+            dataset=dataset, arch=arch, epochs=epochs, batch_size=batch_size, lr=lr,
+            optimizer=optimizer.lower(), momentum=momentum, weight_decay=weight_decay,  # type: ignore[arg-type]
+            objective=objective, regularisers=tuple(regulariser or ()), n_train=n_train, seed=seed,
+            device=device, data_root=data_root, out=str(out), progress=not quiet,
+        )
+        result = train_model(spec)
+        metrics = ", ".join(f"{k} {v:.4g}" for k, v in result.metrics.items())
+        out_console.print(f"wrote {result.checkpoint} ({metrics})", highlight=False)
+
+
+@app.command()
+def run(
+    models: Annotated[Optional[list[str]], typer.Argument(help="Checkpoints (or other model sources) to evaluate.")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help="Data set; default: the one recorded in the checkpoints.")] = None,
+    attack: Annotated[Optional[list[str]], typer.Option(help="Attack NAME or NAME:key=value; repeatable (default fgsm, pgd).")] = None,
+    eps: Annotated[Optional[str], typer.Option(help="Budgets, e.g. 0,2/255,8/255 (default: the data set's grid).")] = None,
+    n: Annotated[Optional[int], typer.Option(help="Seeded test subset size (default 500).")] = None,
+    seed: Annotated[Optional[int], typer.Option()] = None,
+    batch_size: Annotated[Optional[int], typer.Option()] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
+    out: Annotated[Optional[str], typer.Option(help="Output folder (default results/run).")] = None,
+    spec: Annotated[Optional[Path], typer.Option(help="YAML run spec; flags given here override it.")] = None,
+    data_root: Annotated[Optional[str], typer.Option(help="Folder holding local data sets.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Evaluate models with an attack battery and write accuracy-epsilon tables."""
+    with user_errors():
+        from robeval.eval.evaluate import run as run_spec
+        from robeval.params import parse_eps_list
+        from robeval.results.tables import accuracy_eps_table
+        from robeval.spec import RunSpec
+
+        flags = {
+            "models": tuple(models) if models else None, "dataset": dataset,
+            "attacks": tuple(attack) if attack else None,
+            "eps": parse_eps_list(eps) if eps is not None else None, "n": n, "seed": seed,
+            "batch_size": batch_size, "device": device, "out": out, "data_root": data_root,
+        }
+        if spec is not None:
+            run_spec_obj = RunSpec.from_yaml(spec, **flags)
+        else:
+            run_spec_obj = RunSpec.from_dict({k: v for k, v in flags.items() if v is not None})
+        frame = run_spec(run_spec_obj.replace(progress=not quiet))
+        _print_table(accuracy_eps_table(frame), title=f"robust accuracy (%), n={int(frame['n'].max())}")
+        out_console.print(f"tables written to {frame.attrs['out']}/", highlight=False)
+
+
+@app.command("ls")
+def ls(kind: Annotated[str, typer.Argument(help="attacks, models, datasets, objectives or regularisers")]) -> None:
+    """List the registered attacks, models, data sets, objectives or regularisers."""
+    with user_errors():
+        from robeval.listing import listing
+
+        rows = listing(kind)
+        table = Table(title=kind, show_header=True)
+        table.add_column("name")
+        table.add_column("description")
+        for name, description in rows:
+            table.add_row(name, description)
+        out_console.print(table)
+
+
+def _print_table(frame, *, title: str) -> None:
+    table = Table(title=title)
+    for name in [*frame.index.names, *frame.columns]:
+        table.add_column(str(name), justify="left" if name in frame.index.names else "right")
+    for keys, row in frame.iterrows():
+        keys = keys if isinstance(keys, tuple) else (keys,)
+        table.add_row(*map(str, keys), *(f"{100 * v:.1f}" for v in row.to_numpy(dtype=float)))
+    out_console.print(table)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except RobevalError as exc:  # raised outside a command body (should not happen)
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

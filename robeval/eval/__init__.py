@@ -1,0 +1,1 @@
+"""Evaluation: the runner, its checks, and ``evaluate`` (``robeval run`` as a function)."""

@@ -1,0 +1,134 @@
+"""``robeval run`` as a library call: resolve the spec, evaluate, write the tables."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import Tensor
+
+from robeval.data import dataset_info, load_dataset
+from robeval.device import resolve_device
+from robeval.errors import RobevalError
+from robeval.eval.cells import Cell
+from robeval.eval.progress import progress_bar
+from robeval.eval.runner import attack_cells, eval_mode, predict, run_attack
+from robeval.models import LoadedModel, load_model
+from robeval.results.outputs import write_outputs
+from robeval.results.store import ResultStore
+from robeval.results.tables import results_frame, samples_frame
+from robeval.spec import RunSpec
+
+log = logging.getLogger(__name__)
+STORE_NAME = "store.sqlite"
+
+
+def evaluate(spec: RunSpec | dict[str, Any] | None = None, **kwargs: Any) -> pd.DataFrame:
+    """Run the attack battery like ``robeval run`` and return ``results.csv`` as a DataFrame.
+
+    Pass a :class:`RunSpec`, a dict of its fields, or keywords, e.g.
+    ``evaluate(models=["model.pt"], attacks=["pgd"], eps="0,0.1,0.3", n=200)``.
+    Without ``out`` the files go to a temporary directory (see ``df.attrs["out"]``).
+    """
+    if isinstance(spec, RunSpec):
+        spec = spec.replace(**kwargs) if kwargs else spec
+    else:
+        data = {**(spec or {}), **kwargs}
+        if data.get("out") is None:
+            data["out"] = tempfile.mkdtemp(prefix="robeval-")
+        spec = RunSpec.from_dict(data)
+    return run(spec)
+
+
+def run(spec: RunSpec) -> pd.DataFrame:
+    """Evaluate every model x attack x eps of ``spec``; resumes from ``out/store.sqlite``."""
+    device = resolve_device(spec.device)
+    loaded = [load_model(source, device=device) for source in spec.models]
+    names = _display_names(loaded)
+    dataset = _resolve_dataset(spec, loaded)
+    info = dataset_info(dataset, root=spec.data_root)
+    eps_grid = spec.eps if spec.eps is not None else info.default_eps
+    x, y = _load_subset(dataset, spec)
+    for item, name in zip(loaded, names, strict=True):
+        _check_compatible(item, name, x, len(info.classes), device)
+    resolved = spec.replace(dataset=dataset, eps=tuple(eps_grid), n=len(x))
+
+    out = Path(spec.out)
+    all_cells: list[Cell] = []
+    with ResultStore(out / STORE_NAME) as store, progress_bar(enabled=spec.progress) as bar:
+        for item, name in zip(loaded, names, strict=True):
+            with eval_mode(item.model) as model:
+                clean_pred = predict(model, x, spec.batch_size, device)
+                attack_texts = []
+                for attack_spec in spec.attacks:
+                    attack, cells = attack_cells(
+                        model=name, identity=item.identity, dataset=dataset, attack_spec=attack_spec,
+                        eps_grid=eps_grid, n=len(x), seed=spec.seed, batch_size=spec.batch_size,
+                    )
+                    attack_texts.append(cells[0].attack)
+                    n_batches = -(-len(x) // spec.batch_size)
+                    task = bar.add_task(f"{name} · {cells[0].attack}", total=n_batches * len(cells))
+                    run_attack(
+                        store, model, attack, cells, x, y, clean_pred, batch_size=spec.batch_size,
+                        device=device, advance=lambda task=task: bar.advance(task),
+                    )
+                    all_cells.extend(cells)
+        resolved = resolved.replace(attacks=tuple(dict.fromkeys(attack_texts)))
+        results = results_frame(store, all_cells)
+        samples = samples_frame(store, all_cells)
+    write_outputs(out, resolved.to_dict(), results, samples)
+    results.attrs["out"] = str(out)
+    return results
+
+
+def _display_names(loaded: list[LoadedModel]) -> list[str]:
+    """Short names (checkpoint stems), falling back to the full source where they clash."""
+    names = [item.name for item in loaded]
+    return [item.name if names.count(item.name) == 1 else item.source for item in loaded]
+
+
+def _resolve_dataset(spec: RunSpec, loaded: list[LoadedModel]) -> str:
+    if spec.dataset is not None:
+        return spec.dataset
+    recorded = {item.meta.dataset for item in loaded if item.meta is not None}
+    if len(recorded) == 1 and all(item.meta is not None for item in loaded):
+        return recorded.pop()
+    raise RobevalError(
+        "cannot tell which data set to evaluate on (the models record "
+        f"{sorted(recorded) or 'none'}); pass --dataset NAME (see `robeval ls datasets`)"
+    )
+
+
+def _load_subset(dataset: str, spec: RunSpec) -> tuple[Tensor, Tensor]:
+    _, y_all = load_dataset(dataset, split="test", root=spec.data_root)
+    n = spec.n
+    if n > len(y_all):
+        log.warning("--n %d is larger than the %d test images of %s; using all", n, len(y_all), dataset)
+        n = len(y_all)
+    return load_dataset(dataset, split="test", n=n, seed=spec.seed, root=spec.data_root)
+
+
+def _check_compatible(item: LoadedModel, name: str, x: Tensor, n_classes: int, device: torch.device) -> None:
+    """One clear error when a model cannot take this data set's images or labels."""
+    if item.meta is not None and tuple(item.meta.input_shape) != tuple(x.shape[1:]):
+        raise RobevalError(
+            f"model {name!r} was trained on inputs of shape {tuple(item.meta.input_shape)} but the "
+            f"data set gives {tuple(x.shape[1:])}; pass the matching --dataset"
+        )
+    try:
+        with torch.no_grad(), eval_mode(item.model):
+            logits = item.model(x[:2].to(device))
+    except RuntimeError as exc:
+        raise RobevalError(
+            f"model {name!r} cannot take inputs of shape {tuple(x.shape[1:])} ({str(exc).splitlines()[0]}); "
+            "pass the matching --dataset"
+        ) from None
+    if logits.dim() != 2 or logits.shape[1] < n_classes:
+        raise RobevalError(
+            f"model {name!r} gives outputs of shape {tuple(logits.shape)} but the data set has "
+            f"{n_classes} classes; pass the matching --dataset"
+        )

@@ -1,0 +1,43 @@
+"""What `robeval ls KIND` shows: every registry entry with the first line of its docstring."""
+
+from __future__ import annotations
+
+from robeval.errors import RobevalError
+from robeval.registry import Registry, unknown_name_message
+
+
+def _summary(obj: object) -> str:
+    doc = (getattr(obj, "__doc__", None) or "").strip()
+    return doc.splitlines()[0] if doc else ""
+
+
+def _rows(registry: Registry, prefix: str = "") -> list[tuple[str, str]]:
+    return [(prefix + name, _summary(obj)) for name, obj in registry.items()]
+
+
+def listing(kind: str) -> list[tuple[str, str]]:
+    """(name, one-line description) rows for ``attacks``, ``models``, ``datasets``,
+    ``objectives`` or ``regularisers``."""
+    key = kind.lower().rstrip("s")
+    if key == "attack":
+        from robeval.attacks import attacks
+
+        return _rows(attacks)
+    if key in ("model", "architecture", "arch"):
+        from robeval.models import architectures, model_sources
+
+        return _rows(architectures) + _rows(model_sources, prefix="source: ")
+    if key == "dataset":
+        from robeval.data import datasets
+
+        return _rows(datasets)
+    if key == "objective":
+        from robeval.train import objectives
+
+        return _rows(objectives)
+    if key in ("regulariser", "regularizer"):
+        from robeval.train import regularisers
+
+        return _rows(regularisers)
+    known = ["attacks", "models", "datasets", "objectives", "regularisers"]
+    raise RobevalError(unknown_name_message("list", kind, known).replace("(see `robeval ls lists`)", "").strip())

@@ -1,0 +1,95 @@
+"""Parsing of the ``name:key=value,key=value`` strings users type for attacks,
+architectures and data sets, and of epsilon lists such as ``0,2/255,8/255``."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import Any
+
+from robeval.errors import RobevalError
+
+ParamValue = bool | int | float | str | None
+
+
+def parse_number(text: str, *, what: str = "number") -> float:
+    """``"8/255"`` -> 0.0313..., ``"0.1"`` -> 0.1, ``"1e-3"`` -> 0.001."""
+    text = text.strip()
+    try:
+        if "/" in text:
+            num, den = text.split("/", 1)
+            return float(Fraction(num.strip()) / Fraction(den.strip()))
+        return float(text)
+    except (ValueError, ZeroDivisionError):
+        raise RobevalError(
+            f"cannot read {what} {text!r}; write a number such as 0.03, 8/255 or 1e-3"
+        ) from None
+
+
+def parse_eps_list(text: str | list[Any] | tuple[Any, ...]) -> tuple[float, ...]:
+    """Parse ``"0,2/255,8/255"`` (or a list of numbers/strings) into sorted unique floats >= 0."""
+    items: list[Any]
+    if isinstance(text, str):
+        items = [t for t in text.replace(" ", "").split(",") if t]
+    else:
+        items = list(text)
+    if not items:
+        raise RobevalError("the eps list is empty; give e.g. --eps 0,2/255,8/255")
+    values = []
+    for item in items:
+        value = item if isinstance(item, int | float) else parse_number(str(item), what="eps")
+        if not value >= 0 or value != value or value == float("inf"):
+            raise RobevalError(f"eps must be finite and >= 0, got {item!r}; fix --eps")
+        values.append(float(value))
+    return tuple(sorted(set(values)))
+
+
+def parse_value(text: str) -> ParamValue:
+    """Read one parameter value: bools, none, ints, floats, fractions, else the string."""
+    low = text.strip().lower()
+    if low in ("true", "yes", "on"):
+        return True
+    if low in ("false", "no", "off"):
+        return False
+    if low in ("none", "null"):
+        return None
+    try:
+        return int(low)
+    except ValueError:
+        pass
+    try:
+        return parse_number(low)
+    except RobevalError:
+        return text.strip()
+
+
+def parse_named(text: str, *, kind: str) -> tuple[str, dict[str, ParamValue]]:
+    """Split ``"pgd:norm=l2,steps=40"`` into ``("pgd", {"norm": "l2", "steps": 40})``."""
+    name, _, rest = text.strip().partition(":")
+    if not name:
+        raise RobevalError(f"empty {kind} name in {text!r}; write e.g. NAME or NAME:key=value")
+    params: dict[str, ParamValue] = {}
+    for part in filter(None, (p.strip() for p in rest.split(","))):
+        key, eq, value = part.partition("=")
+        if not eq or not key.strip():
+            raise RobevalError(
+                f"cannot read {kind} parameter {part!r} in {text!r}; write key=value, "
+                f"e.g. {name}:steps=40"
+            )
+        params[key.strip().replace("-", "_")] = parse_value(value)
+    return name.strip(), params
+
+
+def format_named(name: str, params: dict[str, Any]) -> str:
+    """Inverse of :func:`parse_named` (keys sorted), e.g. ``pgd:norm=l2,steps=40``."""
+    if not params:
+        return name
+    body = ",".join(f"{k}={_format_value(v)}" for k, v in sorted(params.items()))
+    return f"{name}:{body}"
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)

@@ -1,0 +1,1 @@
+"""Result store (SQLite), tables and output files."""

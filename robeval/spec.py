@@ -1,0 +1,113 @@
+"""Validated run specifications, from CLI flags, Python keywords or a YAML file.
+
+The *resolved* spec (data set and eps grid filled in, attacks in canonical form) is
+written as ``spec.yaml`` next to the results, so every table says how it was made.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from robeval.errors import RobevalError
+from robeval.params import format_named, parse_eps_list
+
+DEFAULT_ATTACKS: tuple[str, ...] = ("fgsm", "pgd")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that determines the tables of ``robeval run``.
+
+    ``dataset=None`` takes the data set recorded in the checkpoints; ``eps=None`` takes
+    the data set's default grid.
+    """
+
+    models: tuple[str, ...]
+    attacks: tuple[str, ...] = DEFAULT_ATTACKS
+    eps: tuple[float, ...] | None = None
+    dataset: str | None = None
+    n: int = 500
+    seed: int = 0
+    batch_size: int = 250
+    device: str = "auto"
+    out: str = "results/run"
+    data_root: str | None = None
+    progress: bool = field(default=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.models:
+            raise RobevalError("no model given; pass a checkpoint, e.g. robeval run results/demo/model.pt")
+        if not self.attacks:
+            raise RobevalError("no attack given; pass e.g. --attack pgd (see `robeval ls attacks`)")
+        if self.n < 1:
+            raise RobevalError(f"--n must be >= 1, got {self.n}")
+        if self.batch_size < 1:
+            raise RobevalError(f"--batch-size must be >= 1, got {self.batch_size}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunSpec:
+        """Build from plain values (YAML or keywords); lists become tuples, eps may be text."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise RobevalError(
+                f"unknown run setting(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}"
+            )
+        values = dict(data)
+        if isinstance(values.get("models"), str):
+            values["models"] = [values["models"]]
+        if "models" in values:
+            values["models"] = tuple(str(m) for m in values["models"])
+        if "attacks" in values:
+            values["attacks"] = tuple(_attack_text(a) for a in _as_list(values["attacks"]))
+        if values.get("eps") is not None:
+            values["eps"] = parse_eps_list(values["eps"])
+        for key in ("n", "seed", "batch_size"):
+            if key in values and not isinstance(values[key], int):
+                raise RobevalError(f"run setting {key} must be an integer, got {values[key]!r}")
+        if "models" not in values:
+            raise RobevalError("the run spec names no models; add `models: [path/to/model.pt]`")
+        return cls(**values)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides: Any) -> RunSpec:
+        """Read a YAML spec; ``overrides`` (non-None CLI flags) win over the file."""
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError:
+            raise RobevalError(f"spec file {path} does not exist; check the --spec path") from None
+        except yaml.YAMLError as exc:
+            raise RobevalError(f"spec file {path} is not valid YAML ({exc}); fix its syntax") from None
+        if not isinstance(data, dict):
+            raise RobevalError(f"spec file {path} must hold a mapping of settings, e.g. `models: [...]`")
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.from_dict(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values, ready for YAML (the ``progress`` display flag is left out)."""
+        data = dataclasses.asdict(self)
+        data.pop("progress")
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
+
+    def replace(self, **changes: Any) -> RunSpec:
+        return dataclasses.replace(self, **changes)
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def _attack_text(item: Any) -> str:
+    """Accept ``"pgd:steps=40"`` or a YAML mapping ``{name: pgd, steps: 40}``."""
+    if isinstance(item, str):
+        return item
+    if isinstance(item, dict) and "name" in item:
+        params = {k: v for k, v in item.items() if k != "name"}
+        return format_named(str(item["name"]), params)
+    raise RobevalError(f"cannot read attack entry {item!r}; write `pgd:steps=40` or {{name: pgd, steps: 40}}")

@@ -1,0 +1,76 @@
+"""The contract every registered attack must satisfy, as reusable checks.
+
+Each check raises AssertionError with a reason. tests/test_attacks.py runs them on every
+attack in the registry and shows, with deliberately broken attacks, that each one fails
+when it should (a no-op attack must not pass as an attack).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from robeval.attacks.base import perturbation_norms
+
+TOL = 1e-5
+
+
+def accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
+    with torch.no_grad():
+        return float((model(x).argmax(1) == y).float().mean())
+
+
+def run_attack(attack, model: nn.Module, x: Tensor, y: Tensor, eps: float, seed: int = 0) -> Tensor:
+    return attack(model, x, y, eps=eps, generator=torch.Generator().manual_seed(seed))
+
+
+def check_budget_and_box(attack, model, x, y, eps: float) -> None:
+    x_adv = run_attack(attack, model, x, y, eps)
+    assert x_adv.shape == x.shape, "shape changed"
+    assert torch.isfinite(x_adv).all(), "NaN or inf in adversarials"
+    assert float(x_adv.min()) >= -TOL and float(x_adv.max()) <= 1 + TOL, "left the [0,1] box"
+    worst = float(perturbation_norms(x_adv - x, attack.norm).max())
+    assert worst <= eps * (1 + TOL) + TOL, f"{attack.norm} perturbation {worst} > eps {eps}"
+
+
+def check_input_not_mutated(attack, model, x, y, eps: float) -> None:
+    x_copy, y_copy = x.clone(), y.clone()
+    run_attack(attack, model, x, y, eps)
+    assert torch.equal(x, x_copy), "attack mutated its input images"
+    assert torch.equal(y, y_copy), "attack mutated its labels"
+
+
+def check_mode_unchanged(attack, model, x, y, eps: float) -> None:
+    for training in (False, True):
+        model.train(training)
+        state = [m.training for m in model.modules()]
+        try:
+            run_attack(attack, model, x[:8], y[:8], eps)
+            assert [m.training for m in model.modules()] == state, "attack changed the model's mode"
+        finally:
+            model.eval()
+    assert all(p.grad is None for p in model.parameters()), "attack left parameter gradients"
+
+
+def check_deterministic(attack, model, x, y, eps: float) -> None:
+    torch.manual_seed(1)  # the global RNG must not matter; the generator does
+    first = run_attack(attack, model, x, y, eps, seed=123)
+    torch.manual_seed(999)
+    second = run_attack(attack, model, x, y, eps, seed=123)
+    assert torch.equal(first, second), "same seed gave different adversarials"
+
+
+def check_lowers_accuracy(attack, model, x, y, eps: float) -> None:
+    clean = accuracy(model, x, y)
+    robust = accuracy(model, run_attack(attack, model, x, y, eps), y)
+    assert robust < clean - 0.05, f"accuracy not lowered: clean {clean:.3f}, attacked {robust:.3f}"
+
+
+def check_monotone_in_eps(attack, model, x, y, grid: list[float]) -> None:
+    accs = [accuracy(model, run_attack(attack, model, x, y, eps), y) for eps in grid]
+    for (e0, a0), (e1, a1) in zip(zip(grid, accs), zip(grid[1:], accs[1:])):
+        assert a1 <= a0, f"accuracy rose from {a0:.3f} at eps {e0} to {a1:.3f} at eps {e1}"
+
+
+ALL_CHECKS = (check_budget_and_box, check_input_not_mutated, check_mode_unchanged,
+              check_deterministic, check_lowers_accuracy)

@@ -1,0 +1,150 @@
+"""Every registered attack against the attack contract, and proof the checks bite."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import ClassVar
+
+import pytest
+import torch
+
+import robeval
+from robeval.attacks import attacks
+from robeval.errors import RobevalError
+from tests import attack_checks as checks
+
+EPS = {"linf": 0.25, "l2": 2.0}
+GRID = {"linf": [0.0, 0.05, 0.1, 0.2, 0.3], "l2": [0.0, 0.5, 1.0, 2.0, 3.0]}
+
+
+def attack_variants() -> list[str]:
+    """Each registered attack with its defaults, plus its other norms."""
+    variants = []
+    for name in attacks.names():
+        variants.append(name)
+        fields = {f.name: f for f in dataclasses.fields(attacks.get(name))}
+        if "norm" in fields:
+            variants += [f"{name}:norm={n}" for n in ("l2",) if n != fields["norm"].default]
+    return variants
+
+
+@pytest.fixture(params=attack_variants())
+def attack(request: pytest.FixtureRequest):
+    return robeval.attacks.get(request.param)
+
+
+@pytest.mark.parametrize("check", checks.ALL_CHECKS, ids=lambda c: c.__name__)
+def test_attack_contract(attack, check, digits_model, digits_test) -> None:
+    x, y = digits_test
+    check(attack, digits_model, x, y, EPS[attack.norm])
+
+
+def test_accuracy_never_rises_with_eps(attack, digits_model, digits_test) -> None:
+    x, y = digits_test
+    checks.check_monotone_in_eps(attack, digits_model, x, y, GRID[attack.norm])
+
+
+def test_eps_zero_returns_the_input(attack, digits_model, digits_test) -> None:
+    x, y = digits_test
+    assert torch.equal(checks.run_attack(attack, digits_model, x, y, 0.0), x)
+
+
+# --- broken attacks: each must be caught by the check named after it ----------------
+
+
+@dataclass(frozen=True)
+class NoOp:
+    name: ClassVar[str] = "noop"
+    norm: str = "linf"
+
+    def __call__(self, model, x, y, *, eps, generator=None):
+        return x.clone()
+
+
+@dataclass(frozen=True)
+class OverBudget(NoOp):
+    def __call__(self, model, x, y, *, eps, generator=None):
+        return (x + 2 * eps * torch.sign(torch.randn(x.shape, generator=generator))).clamp(0, 1)
+
+
+@dataclass(frozen=True)
+class OutOfBox(NoOp):
+    def __call__(self, model, x, y, *, eps, generator=None):
+        return x + eps
+
+
+@dataclass(frozen=True)
+class Mutating(NoOp):
+    def __call__(self, model, x, y, *, eps, generator=None):
+        return x.add_(eps).clamp_(0, 1)
+
+
+@dataclass(frozen=True)
+class ModeChanging(NoOp):
+    def __call__(self, model, x, y, *, eps, generator=None):
+        model.eval()
+        return x.clone()
+
+
+@dataclass(frozen=True)
+class IgnoresSeed(NoOp):
+    def __call__(self, model, x, y, *, eps, generator=None):
+        return (x + eps * torch.sign(torch.randn(x.shape))).clamp(0, 1)
+
+
+@pytest.mark.parametrize(
+    ("broken", "check"),
+    [
+        (NoOp(), checks.check_lowers_accuracy),
+        (OverBudget(), checks.check_budget_and_box),
+        (OutOfBox(), checks.check_budget_and_box),
+        (Mutating(), checks.check_input_not_mutated),
+        (ModeChanging(), checks.check_mode_unchanged),
+        (IgnoresSeed(), checks.check_deterministic),
+    ],
+    ids=lambda v: getattr(v, "__name__", type(v).__name__),
+)
+def test_broken_attacks_fail_the_checks(broken, check, digits_model, digits_test) -> None:
+    x, y = digits_test
+    with pytest.raises(AssertionError):
+        check(broken, digits_model, x.clone(), y, EPS["linf"])
+
+
+def test_noop_passes_everything_but_lowering_accuracy(digits_model, digits_test) -> None:
+    """So the suite would not mistake a no-op for an attack for any other reason."""
+    x, y = digits_test
+    for check in checks.ALL_CHECKS:
+        if check is not checks.check_lowers_accuracy:
+            check(NoOp(), digits_model, x, y, EPS["linf"])
+
+
+# --- registry and parameters -----------------------------------------------------
+
+
+def test_get_parses_parameters() -> None:
+    pgd = robeval.attacks.get("pgd:norm=l2,steps=40,rel_stepsize=0.1,random_start=false")
+    assert (pgd.norm, pgd.steps, pgd.rel_stepsize, pgd.random_start) == ("l2", 40, 0.1, False)
+    assert robeval.attacks.get("pgd", steps=7).steps == 7
+    assert robeval.attacks.canonical_name(pgd) == "pgd:norm=l2,random_start=false,rel_stepsize=0.1,steps=40"
+
+
+@pytest.mark.parametrize(
+    ("spec", "fragment"),
+    [("pdg", "did you mean 'pgd'"), ("pgd:stepz=3", "did you mean 'steps'"),
+     ("pgd:steps=ten", "must be an integer"), ("pgd:norm=l7", "must be one of"),
+     ("pgd:steps=0", "steps must be >= 1"), ("pgd:steps", "key=value")],
+)
+def test_bad_attack_specs_are_one_clear_error(spec: str, fragment: str) -> None:
+    with pytest.raises(RobevalError, match=fragment):
+        robeval.attacks.get(spec)
+
+
+def test_fgsm_is_one_signed_gradient_step(digits_model, digits_test) -> None:
+    """FGSM (Goodfellow et al. 2015, Eq. 3): x + eps * sign(grad) clipped, checked by hand."""
+    x, y = digits_test
+    x_req = x.clone().requires_grad_(True)
+    loss = torch.nn.functional.cross_entropy(digits_model(x_req), y, reduction="sum")
+    (grad,) = torch.autograd.grad(loss, x_req)
+    expected = (x + 0.1 * grad.sign()).clamp(0, 1)
+    assert torch.allclose(robeval.attacks.get("fgsm")(digits_model, x, y, eps=0.1), expected)

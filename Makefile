@@ -25,7 +25,7 @@ $(VENV)/.installed-peers: pyproject.toml | $(PY)
 install: $(VENV)/.installed
 
 $(DEMO)/mnist_cnn.pt: | $(VENV)/.installed
-	$(VENV)/bin/robeval train --dataset mnist-mini --arch mnist-cnn --epochs 4 --batch-size 64 \
+	$(VENV)/bin/robeval train --dataset mnist-mini --arch mnist-cnn --epochs 8 --batch-size 64 \
 		--lr 1e-3 --seed 0 --out $@
 
 demo: $(VENV)/.installed $(DEMO)/mnist_cnn.pt

@@ -20,8 +20,8 @@ app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
     help="Adversarial-robustness evaluation and robust training for image classifiers.",
 )
-out_console = Console()
-err_console = Console(stderr=True)
+out_console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 LS_KINDS = ("attacks", "models", "datasets", "objectives", "regularisers")
 
 

@@ -7,6 +7,9 @@ from robeval.registry import Registry, unknown_name_message
 
 
 def _summary(obj: object) -> str:
+    summary = getattr(obj, "summary", None)
+    if isinstance(summary, str) and summary:
+        return summary
     doc = (getattr(obj, "__doc__", None) or "").strip()
     return doc.splitlines()[0] if doc else ""
 

@@ -112,3 +112,23 @@ def test_public_api_round_trip(digits_checkpoint) -> None:
     assert x.min() >= 0 and x.max() <= 1 and x.shape[0] == 64
     x_adv = robeval.attacks.get("pgd", steps=5)(model, x, y, eps=0.2, generator=torch.Generator().manual_seed(0))
     assert (x_adv - x).abs().max() <= 0.2 + 1e-6
+
+
+def test_yaml_spec_with_flag_overrides(digits_checkpoint, tmp_path) -> None:
+    from robeval.eval.evaluate import run
+    from robeval.spec import RunSpec
+
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(
+        f"models: [{digits_checkpoint}]\n"
+        "attacks: [fgsm, {name: pgd, steps: 3, norm: l2}]\n"
+        "eps: ['0', '1/2', 1.0]\nn: 40\nseed: 5\ndevice: cpu\n"
+    )
+    spec = RunSpec.from_yaml(spec_file, out=str(tmp_path / "out"), n=30)
+    assert spec.eps == (0.0, 0.5, 1.0) and spec.n == 30 and spec.seed == 5
+    df = run(spec)
+    assert set(df["attack"]) == {"fgsm", "pgd:norm=l2,steps=3"} and (df["n"] == 30).all()
+    resolved = RunSpec.from_yaml(tmp_path / "out" / "spec.yaml")
+    assert resolved.dataset == "digits" and resolved.attacks == ("fgsm", "pgd:norm=l2,steps=3")
+    with pytest.raises(RobevalError, match="unknown run setting"):
+        RunSpec.from_dict({"models": ["m.pt"], "epsilon": [0.1]})

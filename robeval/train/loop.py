@@ -49,16 +49,16 @@ def train(spec: TrainSpec) -> TrainResult:
     """Train ``spec.arch`` on ``spec.dataset`` and write the checkpoint to ``spec.out``."""
     torch.manual_seed(spec.seed)
     device = resolve_device(spec.device)
+    arch, arch_args = resolve_arch(spec.arch)  # validate names before loading any data
+    objective = get_objective(spec.objective)
+    regs = [get_regulariser(r) for r in spec.regularisers]
     info = dataset_info(spec.dataset, root=spec.data_root)
     x_train, y_train = load_dataset(spec.dataset, split="train", n=spec.n_train, seed=spec.seed, root=spec.data_root)
     x_test, y_test = load_dataset(spec.dataset, split="test", root=spec.data_root)
-    arch, arch_args = resolve_arch(spec.arch)
     channels, height, _ = info.input_shape
     net = build_model(arch, in_channels=channels, num_classes=len(info.classes), input_size=height, **arch_args)
     mean, std = channel_stats(x_train)
     model = Normalize(net, mean, std).to(device)
-    objective = get_objective(spec.objective)
-    regs = [get_regulariser(r) for r in spec.regularisers]
     optimizer = make_optimizer(spec, list(model.parameters()))
     generator = torch.Generator().manual_seed(spec.seed)
 

@@ -132,3 +132,14 @@ def test_yaml_spec_with_flag_overrides(digits_checkpoint, tmp_path) -> None:
     assert resolved.dataset == "digits" and resolved.attacks == ("fgsm", "pgd:norm=l2,steps=3")
     with pytest.raises(RobevalError, match="unknown run setting"):
         RunSpec.from_dict({"models": ["m.pt"], "epsilon": [0.1]})
+
+
+def test_samples_point_back_to_the_test_split(digits_checkpoint, tmp_path) -> None:
+    robeval.evaluate(models=[str(digits_checkpoint)], attacks=["fgsm"], eps="0.1", n=50, seed=3,
+                     out=str(tmp_path), device="cpu")
+    samples = pd.read_csv(tmp_path / "samples.csv")
+    _, y_split = robeval.load_dataset("digits", split="test")
+    _, y_subset = robeval.load_dataset("digits", split="test", n=50, seed=3)
+    assert (samples["label"].to_numpy() == y_subset.numpy()).all()
+    assert (y_split.numpy()[samples["split_index"].to_numpy()] == samples["label"].to_numpy()).all()
+    assert samples["split_index"].nunique() == 50

@@ -16,6 +16,8 @@ from robeval.data.base import (
     datasets,
     get_source,
     load_dataset,
+    subset_indices,
 )
 
-__all__ = ["DataSource", "DatasetInfo", "dataset_info", "datasets", "get_source", "load_dataset"]
+__all__ = ["DataSource", "DatasetInfo", "dataset_info", "datasets", "get_source", "load_dataset",
+           "subset_indices"]

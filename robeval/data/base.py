@@ -177,14 +177,18 @@ def get_source(spec: str, root: str | None = None) -> DataSource:
 def subset(x: Tensor, y: Tensor, n: int | None, seed: int, what: str = "split") -> tuple[Tensor, Tensor]:
     """``n`` examples drawn without replacement by ``randperm(N, seed)[:n]`` (that order);
     ``n=None`` keeps everything in file order."""
-    total = len(y)
     if n is None:
         return x, y
+    idx = subset_indices(len(y), n, seed, what)
+    return x[idx].contiguous(), y[idx].contiguous()
+
+
+def subset_indices(total: int, n: int, seed: int, what: str = "split") -> Tensor:
+    """The positions :func:`subset` takes: ``randperm(total, seed)[:n]``."""
     if isinstance(n, bool) or not isinstance(n, int) or n <= 0 or n > total:
         raise RobevalError(f"cannot take n={n!r} examples from the {what}, which has {total}; use 1..{total}")
     gen = torch.Generator().manual_seed(int(seed))
-    idx = torch.randperm(total, generator=gen)[:n]
-    return x[idx].contiguous(), y[idx].contiguous()
+    return torch.randperm(total, generator=gen)[:n]
 
 
 def load_dataset(

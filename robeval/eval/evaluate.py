@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from robeval.data import dataset_info, load_dataset
+from robeval.data import dataset_info, load_dataset, subset_indices
 from robeval.device import resolve_device
 from robeval.errors import RobevalError
 from robeval.eval.cells import Cell
@@ -52,7 +52,7 @@ def run(spec: RunSpec) -> pd.DataFrame:
     dataset = _resolve_dataset(spec, loaded)
     info = dataset_info(dataset, root=spec.data_root)
     eps_grid = spec.eps if spec.eps is not None else info.default_eps
-    x, y = _load_subset(dataset, spec)
+    x, y, split_index = _load_subset(dataset, spec)
     for item, name in zip(loaded, names, strict=True):
         _check_compatible(item, name, x, len(info.classes), device)
     resolved = spec.replace(dataset=dataset, eps=tuple(eps_grid), n=len(x))
@@ -79,7 +79,7 @@ def run(spec: RunSpec) -> pd.DataFrame:
                     all_cells.extend(cells)
         resolved = resolved.replace(attacks=tuple(dict.fromkeys(attack_texts)))
         results = results_frame(store, all_cells)
-        samples = samples_frame(store, all_cells)
+        samples = samples_frame(store, all_cells, split_index=split_index.numpy())
     write_outputs(out, resolved.to_dict(), results, samples)
     results.attrs["out"] = str(out)
     return results
@@ -103,13 +103,15 @@ def _resolve_dataset(spec: RunSpec, loaded: list[LoadedModel]) -> str:
     )
 
 
-def _load_subset(dataset: str, spec: RunSpec) -> tuple[Tensor, Tensor]:
-    _, y_all = load_dataset(dataset, split="test", root=spec.data_root)
+def _load_subset(dataset: str, spec: RunSpec) -> tuple[Tensor, Tensor, Tensor]:
+    """The seeded test subset and, for each of its images, the position in the test split."""
+    x_all, y_all = load_dataset(dataset, split="test", root=spec.data_root)
     n = spec.n
     if n > len(y_all):
         log.warning("--n %d is larger than the %d test images of %s; using all", n, len(y_all), dataset)
         n = len(y_all)
-    return load_dataset(dataset, split="test", n=n, seed=spec.seed, root=spec.data_root)
+    index = subset_indices(len(y_all), n, spec.seed, what=f"{dataset} test split")
+    return x_all[index].contiguous(), y_all[index].contiguous(), index
 
 
 def _check_compatible(item: LoadedModel, name: str, x: Tensor, n_classes: int, device: torch.device) -> None:

@@ -17,7 +17,7 @@ RESULT_COLUMNS = [
     "seconds", "robeval_version", "seed", "cell_key",
 ]
 SAMPLE_COLUMNS = [
-    "model", "attack", "eps", "index", "label", "clean_pred", "adv_pred", "perturbation_norm",
+    "model", "attack", "eps", "index", "split_index", "label", "clean_pred", "adv_pred", "perturbation_norm",
 ]
 
 
@@ -38,13 +38,15 @@ def results_frame(store: ResultStore, cells: list[Cell]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 
 
-def samples_frame(store: ResultStore, cells: list[Cell]) -> pd.DataFrame:
-    """Per-sample outcomes of every cell (the index refers to the seeded data subset)."""
+def samples_frame(store: ResultStore, cells: list[Cell], split_index: np.ndarray | None = None) -> pd.DataFrame:
+    """Per-sample outcomes of every cell. ``index`` is the position in the seeded subset,
+    ``split_index`` (when given) the image's position in the data set's test split."""
     frames = []
     for cell in cells:
         s = store.read_cell(cell.key)
         frames.append(pd.DataFrame({
             "model": cell.model, "attack": cell.attack, "eps": cell.eps, "index": s.idx,
+            "split_index": split_index[s.idx] if split_index is not None else s.idx,
             "label": s.label, "clean_pred": s.clean_pred, "adv_pred": s.adv_pred,
             "perturbation_norm": s.perturbation_norm,
         }))

@@ -25,9 +25,17 @@ from robeval.models.layers import (
 )
 
 
+@architectures.register("mnist-cnn")
 class MnistCNN(nn.Module):
-    """conv(c1,5) -> pool -> act -> conv(c2,5) -> dropout2d -> pool -> act -> fc -> act
-    -> dropout -> fc (Absum appendix, "MNIST and Fashion-MNIST")."""
+    """The Absum / smooth-kernels MNIST net (Absum appendix, "MNIST and Fashion-MNIST").
+
+    Arch args: ``c1``/``c2`` conv channels (10, 20), ``hidden`` fc width (50),
+    ``dropout`` (0.5, used after conv2 and before fc2), ``padding`` of both 5x5 convs (0;
+    inputs must then be at least 16x16, ``padding=2`` allows 4x4 and up).
+
+    Layers: conv(c1,5) -> pool -> act -> conv(c2,5) -> dropout2d -> pool -> act -> fc
+    -> act -> dropout -> fc.
+    """
 
     def __init__(
         self,
@@ -70,35 +78,3 @@ class MnistCNN(nn.Module):
         x = torch.flatten(x, 1)
         x = self.dropout(self.act(self.fc1(x)))
         return self.fc2(x)
-
-
-@architectures.register("mnist-cnn")
-def mnist_cnn(
-    *,
-    in_channels: int,
-    num_classes: int,
-    input_size: int,
-    activation: str = "relu",
-    c1: int = 10,
-    c2: int = 20,
-    hidden: int = 50,
-    dropout: float = 0.5,
-    padding: int = 0,
-) -> nn.Module:
-    """The Absum / smooth-kernels MNIST net (Absum appendix, "MNIST and Fashion-MNIST").
-
-    Arch args: ``c1``/``c2`` conv channels (10, 20), ``hidden`` fc width (50),
-    ``dropout`` (0.5, used after conv2 and before fc2), ``padding`` of both 5x5 convs (0;
-    inputs must then be at least 16x16, ``padding=2`` allows 4x4 and up).
-    """
-    return MnistCNN(
-        in_channels=in_channels,
-        num_classes=num_classes,
-        input_size=input_size,
-        activation=activation,
-        c1=c1,
-        c2=c2,
-        hidden=hidden,
-        dropout=dropout,
-        padding=padding,
-    )

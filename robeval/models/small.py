@@ -18,8 +18,14 @@ from robeval.models.layers import (
 )
 
 
+@architectures.register("small-cnn")
 class SmallCNN(nn.Module):
-    """conv(c1,3,p1) -> act -> pool -> conv(c2,3,p1) -> act -> pool -> fc."""
+    """A tiny CNN for tests and 8x8 digits; arch args ``c1``/``c2`` conv channels (16, 32).
+
+    Works for inputs of 4x4 and larger.
+
+    Layers: conv(c1,3,p1) -> act -> pool -> conv(c2,3,p1) -> act -> pool -> fc.
+    """
 
     def __init__(
         self,
@@ -48,27 +54,3 @@ class SmallCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(torch.flatten(self.features(x), 1))
-
-
-@architectures.register("small-cnn")
-def small_cnn(
-    *,
-    in_channels: int,
-    num_classes: int,
-    input_size: int,
-    activation: str = "relu",
-    c1: int = 16,
-    c2: int = 32,
-) -> nn.Module:
-    """A tiny CNN for tests and 8x8 digits; arch args ``c1``/``c2`` conv channels (16, 32).
-
-    Works for inputs of 4x4 and larger.
-    """
-    return SmallCNN(
-        in_channels=in_channels,
-        num_classes=num_classes,
-        input_size=input_size,
-        activation=activation,
-        c1=c1,
-        c2=c2,
-    )

@@ -15,7 +15,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from robeval.attacks import canonical_name
+from robeval.attacks import Attack, canonical_name
 from robeval.attacks import get as get_attack
 from robeval.eval.cells import Cell, batch_seed
 from robeval.eval.checks import check_adversarials
@@ -44,7 +44,7 @@ def predict(model: nn.Module, x: Tensor, batch_size: int, device: torch.device) 
 def attack_cells(
     *, model: str, identity: str, dataset: str, attack_spec: str, eps_grid: tuple[float, ...],
     n: int, seed: int, batch_size: int,
-) -> tuple[object, list[Cell]]:
+) -> tuple[Attack, list[Cell]]:
     """The attack object and one :class:`Cell` per eps (ascending)."""
     attack = get_attack(attack_spec)
     params = tuple(sorted(asdict(attack).items()))
@@ -58,8 +58,8 @@ def attack_cells(
 
 
 def run_attack(
-    store: ResultStore, model: nn.Module, attack: object, cells: list[Cell], x: Tensor, y: Tensor,
-    clean_pred: Tensor, *, batch_size: int, device: torch.device, advance: callable = lambda: None,
+    store: ResultStore, model: nn.Module, attack: Attack, cells: list[Cell], x: Tensor, y: Tensor,
+    clean_pred: Tensor, *, batch_size: int, device: torch.device, advance: Callable[[], None] = lambda: None,
 ) -> None:
     """Fill the store for every (batch, eps) of one model and attack that is not done yet."""
     done = {cell.key: store.done_batches(cell.key) for cell in cells}
@@ -89,7 +89,7 @@ def run_attack(
 
 
 def _attack_batch(
-    model: nn.Module, attack: object, cell: Cell, xb: Tensor, yb: Tensor,
+    model: nn.Module, attack: Attack, cell: Cell, xb: Tensor, yb: Tensor,
     prev_pred: Tensor, prev_norms: Tensor, batch: int, device: torch.device,
 ) -> tuple[Tensor, Tensor]:
     """Attack the points of one batch still robust at the previous eps."""

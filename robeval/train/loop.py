@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,8 +17,8 @@ from robeval.device import resolve_device
 from robeval.eval.progress import progress_bar
 from robeval.eval.runner import predict
 from robeval.models import CheckpointMeta, Normalize, build_model, resolve_arch, save_checkpoint
-from robeval.train.objectives import get_objective
-from robeval.train.regularisers import get_regulariser
+from robeval.train.objectives import Objective, get_objective
+from robeval.train.regularisers import Regulariser, get_regulariser
 from robeval.train.spec import TrainSpec
 from robeval.version import __version__
 
@@ -67,8 +68,12 @@ def train(spec: TrainSpec) -> TrainResult:
     with progress_bar(enabled=spec.progress) as bar:
         task = bar.add_task(f"train {arch} on {info.name}", total=spec.epochs * n_batches)
         for epoch in range(spec.epochs):
-            loss_sum, correct = _train_epoch(model, objective, regs, optimizer, x_train, y_train, spec, generator, device, lambda: bar.advance(task))
-            log.info("epoch %d: loss %.4f, train acc %.4f", epoch + 1, loss_sum / len(x_train), correct / len(x_train))
+            loss_sum, correct = _train_epoch(
+                model, objective, regs, optimizer, x_train, y_train, spec, generator, device,
+                lambda: bar.advance(task),
+            )
+            log.info("epoch %d: loss %.4f, train acc %.4f", epoch + 1, loss_sum / len(x_train),
+                     correct / len(x_train))
     seconds = time.perf_counter() - tic
     model.eval()
     test_acc = float((predict(model, x_test, 512, device) == y_test).float().mean())
@@ -84,8 +89,9 @@ def train(spec: TrainSpec) -> TrainResult:
 
 
 def _train_epoch(
-    model: nn.Module, objective, regs, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor,
-    spec: TrainSpec, generator: torch.Generator, device: torch.device, advance,
+    model: nn.Module, objective: Objective, regs: list[Regulariser], optimizer: torch.optim.Optimizer,
+    x: Tensor, y: Tensor, spec: TrainSpec, generator: torch.Generator, device: torch.device,
+    advance: Callable[[], None],
 ) -> tuple[float, int]:
     """One pass over the shuffled training set; returns (summed loss, correct count)."""
     model.train()

@@ -9,7 +9,7 @@ training, TRADES, logit pairing and the augmented variants plug into the same re
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +20,14 @@ from robeval.params import parse_named
 from robeval.registry import Registry
 
 objectives: Registry[type] = Registry("objective")
+
+
+class Objective(Protocol):
+    """``objective(model, x, y, *, generator) -> (loss, clean logits)``."""
+
+    def __call__(
+        self, model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]: ...
 
 
 @objectives.register("ce")
@@ -37,7 +45,7 @@ class CrossEntropy:
         return F.cross_entropy(logits, y, label_smoothing=self.label_smoothing), logits
 
 
-def get_objective(spec: str) -> object:
+def get_objective(spec: str) -> Objective:
     """An objective from ``name`` or ``name:key=value,...``."""
     name, params = parse_named(spec, kind="objective")
     return build_config(objectives.get(name), params, what=f"objective {name!r}")

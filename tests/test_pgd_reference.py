@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import foolbox as fb
 import pytest
-import torch
 
 import robeval
 from tests.attack_checks import accuracy

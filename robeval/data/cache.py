@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from robeval.atomic import atomic_open
 
 log = logging.getLogger(__name__)
 
@@ -49,24 +50,11 @@ def load_arrays(name: str, keys: tuple[str, ...]) -> dict[str, np.ndarray] | Non
 def save_arrays(name: str, arrays: dict[str, np.ndarray]) -> Path | None:
     """Write entry ``name`` atomically (temp file + ``os.replace``); None if that failed."""
     path = cache_path(name)
-    tmp_name: str | None = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as fh:
+        with atomic_open(path, "wb") as fh:
             np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp_name, path)
-        tmp_name = None
         log.info("cached %s at %s", name, path)
         return path
     except OSError as exc:
         log.warning("could not write cache file %s (%s); continuing without it", path, exc)
         return None
-    finally:
-        if tmp_name is not None:
-            try:
-                os.unlink(tmp_name)
-            except OSError:
-                pass

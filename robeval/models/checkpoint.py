@@ -15,7 +15,6 @@ import hashlib
 import math
 import os
 import pickle
-import tempfile
 import warnings
 import zipfile
 from collections import OrderedDict
@@ -27,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from robeval.atomic import atomic_open
 from robeval.errors import RobevalError
 from robeval.models.build import build_model
 from robeval.models.normalize import Normalize
@@ -117,17 +117,8 @@ def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, meta: Checkp
         "state_dict": state,
         "meta": meta.to_dict(),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as handle:
+        torch.save(payload, handle)
     return path
 
 

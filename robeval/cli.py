@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from robeval.errors import RobevalError
@@ -31,7 +32,7 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except RobevalError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         err_console.print("interrupted; finished batches are saved, run the same command again to resume")
@@ -145,7 +146,7 @@ def main() -> None:
     try:
         app()
     except RobevalError as exc:  # raised outside a command body (should not happen)
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         sys.exit(2)
 
 

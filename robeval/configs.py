@@ -29,7 +29,7 @@ def build_config(cls: type[C], params: dict[str, Any], *, what: str) -> C:
             close = difflib.get_close_matches(key, list(fields), n=2, cutoff=0.5)
             hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
             raise RobevalError(
-                f"{what} has no parameter {key!r}; {hint}(parameters: {', '.join(fields)})"
+                f"{what} has no parameter {key!r}; {hint}its parameters are {', '.join(fields)}"
             )
         kwargs[key] = coerce(raw, hints[key], what=f"{what} parameter {key!r}")
     try:

@@ -17,6 +17,10 @@ from robeval.errors import RobevalError
 from robeval.params import format_named, parse_eps_list
 
 DEFAULT_ATTACKS: tuple[str, ...] = ("fgsm", "pgd")
+NO_MODELS = (
+    "no model given; pass a checkpoint (robeval run path/to/model.pt) or list them under "
+    "`models:` in the --spec file"
+)
 
 
 @dataclass(frozen=True)
@@ -41,7 +45,7 @@ class RunSpec:
 
     def __post_init__(self) -> None:
         if not self.models:
-            raise RobevalError("no model given; pass a checkpoint, e.g. robeval run results/demo/model.pt")
+            raise RobevalError(NO_MODELS)
         if not self.attacks:
             raise RobevalError("no attack given; pass e.g. --attack pgd (see `robeval ls attacks`)")
         if self.n < 1:
@@ -70,8 +74,8 @@ class RunSpec:
         for key in ("n", "seed", "batch_size"):
             if key in values and not isinstance(values[key], int):
                 raise RobevalError(f"run setting {key} must be an integer, got {values[key]!r}")
-        if "models" not in values:
-            raise RobevalError("the run spec names no models; add `models: [path/to/model.pt]`")
+        if not values.get("models"):
+            raise RobevalError(NO_MODELS)
         return cls(**values)
 
     @classmethod

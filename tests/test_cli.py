@@ -48,6 +48,8 @@ def test_train_then_run_writes_tables(tmp_path: Path) -> None:
     ("args", "fragment"),
     [
         (["run", "missing.pt"], "does not exist"),
+        (["run"], "no model given; pass a checkpoint (robeval run path/to/model.pt)"),
+        (["run", "CKPT", "--attack", "pgd:x=[1]"], "has no parameter 'x'"),
         (["run", "CKPT", "--attack", "pdg"], "did you mean 'pgd'"),
         (["run", "CKPT", "--eps", "0,abc"], "cannot read eps"),
         (["run", "CKPT", "--eps", "-0.1"], "eps must be finite and >= 0"),

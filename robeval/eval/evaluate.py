@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from robeval.data import dataset_info, load_dataset, subset_indices
+from robeval.attacks import get as get_attack
 from robeval.device import resolve_device
 from robeval.errors import RobevalError
 from robeval.eval.cells import Cell
@@ -47,14 +48,18 @@ def evaluate(spec: RunSpec | dict[str, Any] | None = None, **kwargs: Any) -> pd.
 def run(spec: RunSpec) -> pd.DataFrame:
     """Evaluate every model x attack x eps of ``spec``; resumes from ``out/store.sqlite``."""
     device = resolve_device(spec.device)
+    for attack_spec in spec.attacks:  # reject bad attack specs before any loading
+        get_attack(attack_spec)
     loaded = [load_model(source, device=device) for source in spec.models]
     names = _display_names(loaded)
     dataset = _resolve_dataset(spec, loaded)
     info = dataset_info(dataset, root=spec.data_root)
     eps_grid = spec.eps if spec.eps is not None else info.default_eps
+    for item, name in zip(loaded, names, strict=True):
+        _check_input_shape(item, name, info.input_shape)
     x, y, split_index = _load_subset(dataset, spec)
     for item, name in zip(loaded, names, strict=True):
-        _check_compatible(item, name, x, len(info.classes), device)
+        _check_forward(item, name, x, len(info.classes), device)
     resolved = spec.replace(dataset=dataset, eps=tuple(eps_grid), n=len(x))
 
     out = Path(spec.out)
@@ -114,13 +119,17 @@ def _load_subset(dataset: str, spec: RunSpec) -> tuple[Tensor, Tensor, Tensor]:
     return x_all[index].contiguous(), y_all[index].contiguous(), index
 
 
-def _check_compatible(item: LoadedModel, name: str, x: Tensor, n_classes: int, device: torch.device) -> None:
-    """One clear error when a model cannot take this data set's images or labels."""
-    if item.meta is not None and tuple(item.meta.input_shape) != tuple(x.shape[1:]):
+def _check_input_shape(item: LoadedModel, name: str, shape: tuple[int, ...]) -> None:
+    """The input shape a checkpoint records must be the data set's."""
+    if item.meta is not None and tuple(item.meta.input_shape) != tuple(shape):
         raise RobevalError(
             f"model {name!r} was trained on inputs of shape {tuple(item.meta.input_shape)} but the "
-            f"data set gives {tuple(x.shape[1:])}; pass the matching --dataset"
+            f"data set gives {tuple(shape)}; pass the matching --dataset"
         )
+
+
+def _check_forward(item: LoadedModel, name: str, x: Tensor, n_classes: int, device: torch.device) -> None:
+    """One clear error when a model cannot take this data set's images or labels."""
     try:
         with torch.no_grad(), eval_mode(item.model):
             logits = item.model(x[:2].to(device))

@@ -41,6 +41,7 @@ def check_input_not_mutated(attack, model, x, y, eps: float) -> None:
 
 
 def check_mode_unchanged(attack, model, x, y, eps: float) -> None:
+    model.zero_grad(set_to_none=True)  # other libraries' attacks (foolbox) leave some behind
     for training in (False, True):
         model.train(training)
         state = [m.training for m in model.modules()]

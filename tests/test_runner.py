@@ -143,3 +143,11 @@ def test_samples_point_back_to_the_test_split(digits_checkpoint, tmp_path) -> No
     assert (samples["label"].to_numpy() == y_subset.numpy()).all()
     assert (y_split.numpy()[samples["split_index"].to_numpy()] == samples["label"].to_numpy()).all()
     assert samples["split_index"].nunique() == 50
+
+
+def test_eval_mode_freezes_and_restores(digits_model) -> None:
+    digits_model.train()
+    with runner.eval_mode(digits_model) as model:
+        assert not model.training and not any(p.requires_grad for p in model.parameters())
+    assert digits_model.training and all(p.requires_grad for p in digits_model.parameters())
+    digits_model.eval()

@@ -123,10 +123,16 @@ def _maybe_kill_for_test() -> None:
 
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Run ``model`` in eval mode and restore its previous mode afterwards."""
+    """Run ``model`` in eval mode with frozen parameters (attacks need input gradients
+    only, and no attack can then leave parameter gradients behind); restore both after."""
     was_training = model.training
+    trainable = [p for p in model.parameters() if p.requires_grad]
     model.eval()
+    for param in trainable:
+        param.requires_grad_(False)
     try:
         yield model
     finally:
+        for param in trainable:
+            param.requires_grad_(True)
         model.train(was_training)

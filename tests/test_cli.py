@@ -124,3 +124,33 @@ def test_resume_after_kill_9_gives_identical_tables(digits_checkpoint, tmp_path:
     drop = ["seconds"]
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "killed" / "results.csv").drop(columns=drop),
                                   pd.read_csv(tmp_path / "clean" / "results.csv").drop(columns=drop))
+
+
+@pytest.mark.slow
+def test_kill_at_an_arbitrary_moment_then_resume(digits_checkpoint, tmp_path: Path) -> None:
+    """SIGKILL as soon as the first batch is in the store, wherever the run then is."""
+    import signal
+    import sqlite3
+    import time
+
+    args = ["run", str(digits_checkpoint), "--attack", "pgd:steps=40", "--eps", "0,0.05,0.1,0.2",
+            "--n", "300", "--batch-size", "20", "--device", "cpu", "--quiet"]
+    store = tmp_path / "killed" / "store.sqlite"
+    proc = subprocess.Popen([sys.executable, "-m", "robeval", *args, "--out", str(tmp_path / "killed")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with sqlite3.connect(store) as conn:
+                if conn.execute("SELECT COUNT(*) FROM batches").fetchone()[0] > 0:
+                    break
+        except sqlite3.Error:
+            pass
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not (tmp_path / "killed" / "results.csv").exists()
+    assert _cli([*args, "--out", str(tmp_path / "killed")]).returncode == 0
+    assert _cli([*args, "--out", str(tmp_path / "clean")]).returncode == 0
+    for name in ("accuracy_eps.csv", "samples.csv"):
+        assert (tmp_path / "killed" / name).read_text() == (tmp_path / "clean" / name).read_text(), name

@@ -43,4 +43,4 @@ def listing(kind: str) -> list[tuple[str, str]]:
 
         return _rows(regularisers)
     known = ["attacks", "models", "datasets", "objectives", "regularisers"]
-    raise RobevalError(unknown_name_message("list", kind, known).replace("(see `robeval ls lists`)", "").strip())
+    raise RobevalError(unknown_name_message("list", kind, known, see_also=False))

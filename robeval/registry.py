@@ -60,9 +60,10 @@ class Registry(Generic[T]):
         return len(self._entries)
 
 
-def unknown_name_message(kind: str, name: str, known: list[str]) -> str:
+def unknown_name_message(kind: str, name: str, known: list[str], *, see_also: bool = True) -> str:
     """``unknown attack 'pdg'; did you mean 'pgd'? (see `robeval ls attacks`)``."""
     close = difflib.get_close_matches(name.lower(), known, n=3, cutoff=0.5)
     hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
     listing = f" (known: {', '.join(known)})" if not close and len(known) <= 12 else ""
-    return f"unknown {kind} {name!r}{hint}{listing} (see `robeval ls {kind}s`)"
+    see = f" (see `robeval ls {kind}s`)" if see_also else ""
+    return f"unknown {kind} {name!r}{hint}{listing}{see}"

@@ -21,7 +21,7 @@ from robeval.eval.runner import attack_cells, eval_mode, predict, run_attack
 from robeval.models import LoadedModel, load_model
 from robeval.results.outputs import write_outputs
 from robeval.results.store import ResultStore
-from robeval.results.tables import results_frame, samples_frame
+from robeval.results.tables import read_cells, results_frame, samples_frame
 from robeval.spec import RunSpec
 
 log = logging.getLogger(__name__)
@@ -83,8 +83,9 @@ def run(spec: RunSpec) -> pd.DataFrame:
                     )
                     all_cells.extend(cells)
         resolved = resolved.replace(attacks=tuple(dict.fromkeys(attack_texts)))
-        results = results_frame(store, all_cells)
-        samples = samples_frame(store, all_cells, split_index=split_index.numpy())
+        stored = read_cells(store, all_cells)
+        results = results_frame(store, all_cells, stored)
+        samples = samples_frame(all_cells, stored, split_index=split_index.numpy())
     write_outputs(out, resolved.to_dict(), results, samples)
     results.attrs["out"] = str(out)
     return results

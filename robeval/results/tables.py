@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from robeval.eval.cells import Cell
-from robeval.results.store import ResultStore
+from robeval.results.store import BatchResult, ResultStore
 from robeval.version import __version__
 
 RESULT_COLUMNS = [
@@ -21,29 +21,36 @@ SAMPLE_COLUMNS = [
 ]
 
 
-def results_frame(store: ResultStore, cells: list[Cell]) -> pd.DataFrame:
+def read_cells(store: ResultStore, cells: list[Cell]) -> dict[str, BatchResult]:
+    """Every cell's stored samples, read once for all tables."""
+    return {cell.key: store.read_cell(cell.key) for cell in cells}
+
+
+def results_frame(store: ResultStore, cells: list[Cell], samples: dict[str, BatchResult]) -> pd.DataFrame:
     """One row per cell: clean and robust accuracy over its samples, attack seconds."""
     rows = []
     for cell in cells:
-        samples = store.read_cell(cell.key)
-        count = len(samples.idx)
+        s = samples[cell.key]
+        count = len(s.idx)
         rows.append({
             "model": cell.model, "dataset": cell.dataset, "attack": cell.attack,
             "norm": cell.norm, "eps": cell.eps, "n": count,
-            "clean_acc": float(np.mean(samples.clean_pred == samples.label)) if count else np.nan,
-            "robust_acc": float(np.mean(samples.adv_pred == samples.label)) if count else np.nan,
+            "clean_acc": float(np.mean(s.clean_pred == s.label)) if count else np.nan,
+            "robust_acc": float(np.mean(s.adv_pred == s.label)) if count else np.nan,
             "seconds": round(store.cell_seconds(cell.key), 4),
             "robeval_version": __version__, "seed": cell.seed, "cell_key": cell.key,
         })
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 
 
-def samples_frame(store: ResultStore, cells: list[Cell], split_index: np.ndarray | None = None) -> pd.DataFrame:
+def samples_frame(
+    cells: list[Cell], samples: dict[str, BatchResult], split_index: np.ndarray | None = None
+) -> pd.DataFrame:
     """Per-sample outcomes of every cell. ``index`` is the position in the seeded subset,
     ``split_index`` (when given) the image's position in the data set's test split."""
     frames = []
     for cell in cells:
-        s = store.read_cell(cell.key)
+        s = samples[cell.key]
         frames.append(pd.DataFrame({
             "model": cell.model, "attack": cell.attack, "eps": cell.eps, "index": s.idx,
             "split_index": split_index[s.idx] if split_index is not None else s.idx,

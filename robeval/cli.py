@@ -84,7 +84,7 @@ def run(
     models: Annotated[Optional[list[str]], typer.Argument(help="Checkpoints (or other model sources) to evaluate.")] = None,
     dataset: Annotated[Optional[str], typer.Option(help="Data set; default: the one recorded in the checkpoints.")] = None,
     attack: Annotated[Optional[list[str]], typer.Option(help="Attack NAME or NAME:key=value; repeatable (default fgsm, pgd).")] = None,
-    eps: Annotated[Optional[str], typer.Option(help="Budgets, e.g. 0,2/255,8/255 (default: the data set's grid).")] = None,
+    eps: Annotated[Optional[str], typer.Option(help="Budgets, e.g. 0,2/255,8/255,unbounded (default: the data set's grid).")] = None,
     n: Annotated[Optional[int], typer.Option(help="Seeded test subset size (default 500).")] = None,
     seed: Annotated[Optional[int], typer.Option()] = None,
     batch_size: Annotated[Optional[int], typer.Option()] = None,
@@ -92,6 +92,7 @@ def run(
     out: Annotated[Optional[str], typer.Option(help="Output folder (default results/run).")] = None,
     spec: Annotated[Optional[Path], typer.Option(help="YAML run spec; flags given here override it.")] = None,
     data_root: Annotated[Optional[str], typer.Option(help="Folder holding local data sets.")] = None,
+    target: Annotated[Optional[str], typer.Option(help="`all`: targeted attacks towards every other class (grid CSV + PNG).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Evaluate models with an attack battery and write accuracy-epsilon tables."""
@@ -106,6 +107,7 @@ def run(
             "attacks": tuple(attack) if attack else None,
             "eps": parse_eps_list(eps) if eps is not None else None, "n": n, "seed": seed,
             "batch_size": batch_size, "device": device, "out": out, "data_root": data_root,
+            "target": target,
         }
         if spec is not None:
             run_spec_obj = RunSpec.from_yaml(spec, **flags)

@@ -25,8 +25,15 @@ def parse_number(text: str, *, what: str = "number") -> float:
         ) from None
 
 
+UNBOUNDED = ("unbounded", "inf")
+
+
 def parse_eps_list(text: str | list[Any] | tuple[Any, ...]) -> tuple[float, ...]:
-    """Parse ``"0,2/255,8/255"`` (or a list of numbers/strings) into sorted unique floats >= 0."""
+    """Parse ``"0,2/255,8/255"`` (or a list of numbers/strings) into sorted unique floats >= 0.
+
+    ``unbounded`` (or ``inf``) asks minimal-norm attacks for their accuracy with no bound,
+    where a failed search counts as robust (smooth-kernels Table 1); it becomes ``inf``.
+    """
     items: list[Any]
     if isinstance(text, str):
         items = [t for t in text.replace(" ", "").split(",") if t]
@@ -36,9 +43,12 @@ def parse_eps_list(text: str | list[Any] | tuple[Any, ...]) -> tuple[float, ...]
         raise RobevalError("the eps list is empty; give e.g. --eps 0,2/255,8/255")
     values = []
     for item in items:
+        if isinstance(item, str) and item.strip().lower() in UNBOUNDED:
+            values.append(float("inf"))
+            continue
         value = item if isinstance(item, int | float) else parse_number(str(item), what="eps")
-        if not value >= 0 or value != value or value == float("inf"):
-            raise RobevalError(f"eps must be finite and >= 0, got {item!r}; fix --eps")
+        if value != value or not value >= 0 or (value == float("inf") and not isinstance(item, float)):
+            raise RobevalError(f"eps must be >= 0 or `unbounded`, got {item!r}; fix --eps")
         values.append(float(value))
     return tuple(sorted(set(values)))
 

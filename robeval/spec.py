@@ -17,6 +17,7 @@ from robeval.errors import RobevalError
 from robeval.params import format_named, parse_eps_list
 
 DEFAULT_ATTACKS: tuple[str, ...] = ("fgsm", "pgd")
+TARGET_MODES = (None, "all")
 NO_MODELS = (
     "no model given; pass a checkpoint (robeval run path/to/model.pt) or list them under "
     "`models:` in the --spec file"
@@ -28,7 +29,9 @@ class RunSpec:
     """Everything that determines the tables of ``robeval run``.
 
     ``dataset=None`` takes the data set recorded in the checkpoints; ``eps=None`` takes
-    the data set's default grid.
+    the data set's default grid (``inf`` in it means unbounded). ``target="all"`` runs
+    every attack that has a targeted mode against each class other than the label
+    (smooth-kernels appendix C).
     """
 
     models: tuple[str, ...]
@@ -41,6 +44,7 @@ class RunSpec:
     device: str = "auto"
     out: str = "results/run"
     data_root: str | None = None
+    target: str | None = None
     progress: bool = field(default=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -52,6 +56,8 @@ class RunSpec:
             raise RobevalError(f"--n must be >= 1, got {self.n}")
         if self.batch_size < 1:
             raise RobevalError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.target not in TARGET_MODES:
+            raise RobevalError(f"--target must be `all` (or left out for untargeted attacks), got {self.target!r}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunSpec:

@@ -52,7 +52,7 @@ def test_train_then_run_writes_tables(tmp_path: Path) -> None:
         (["run", "CKPT", "--attack", "pgd:x=[1]"], "has no parameter 'x'"),
         (["run", "CKPT", "--attack", "pdg"], "did you mean 'pgd'"),
         (["run", "CKPT", "--eps", "0,abc"], "cannot read eps"),
-        (["run", "CKPT", "--eps", "-0.1"], "eps must be finite and >= 0"),
+        (["run", "CKPT", "--eps", "-0.1"], "eps must be >= 0 or `unbounded`"),
         (["run", "CKPT", "--dataset", "mnist-mnii"], "did you mean"),
         (["run", "CKPT", "--device", "cuda:7"], "cuda"),
         (["train", "--arch", "resnet81", "--epochs", "1"], "did you mean 'resnet18'"),

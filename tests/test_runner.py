@@ -55,7 +55,7 @@ def test_same_spec_same_tables_and_nothing_recomputed(digits_checkpoint, tmp_pat
     def fail(*args, **kwargs):
         raise AssertionError("a finished batch was recomputed")
 
-    monkeypatch.setattr(runner, "_attack_batch", fail)
+    monkeypatch.setattr(runner, "_attack_points", fail)
     again = robeval.evaluate(models=[str(digits_checkpoint)], out=str(tmp_path / "a"), **RUN)
     pd.testing.assert_frame_equal(a, again)
 

@@ -1,16 +1,32 @@
 """Shared pieces of the attack contract.
 
 An attack is a frozen dataclass (its configuration) that is called as
-``attack(model, x, y, *, eps, generator=None) -> x_adv``: ``x`` holds images in [0, 1],
-``y`` the labels, ``eps`` the budget in the attack's ``norm`` on that [0, 1] scale.
-It must not mutate ``x``, change the model's train/eval mode, or accumulate parameter
-gradients. It is *not* trusted to respect its budget: the runner checks every batch
-(:mod:`robeval.eval.checks`) and alone decides success.
+``attack(model, x, y, *, eps, generator=None, target=None) -> x_adv``: ``x`` holds images
+in [0, 1], ``y`` the labels, ``eps`` the budget in the attack's ``norm`` on that [0, 1]
+scale. It must not mutate ``x``, change the model's train/eval mode, or accumulate
+parameter gradients. It is *not* trusted to respect its budget: the runner checks every
+batch (:mod:`robeval.eval.checks`) and alone decides success.
+
+Two kinds of attack share this call:
+
+* *budgeted* attacks (FGSM, PGD) search inside the eps-ball; the runner calls them once
+  per eps.
+* *minimal-norm* attacks (``minimal = True``: DeepFool, C&W) search for the smallest
+  adversarial perturbation with no bound. Called with ``eps=math.inf`` they return that
+  adversarial for every sample where the search succeeded (and ``x`` where it failed);
+  with a finite ``eps`` they return it only where it lies inside the eps-ball and ``x``
+  elsewhere (:func:`restrict_to_ball`). The runner calls them once, unbounded, and reads
+  every eps of the grid off the per-sample norms.
+
+Attacks with ``targeted = True`` accept ``target`` (a label tensor like ``y``) and then
+try to make the model predict ``target`` instead of merely anything but ``y``.
 """
 
 from __future__ import annotations
 
 from typing import ClassVar, Literal, Protocol
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -24,12 +40,48 @@ class Attack(Protocol):
     """What the runner needs from an attack configuration."""
 
     name: ClassVar[str]
+    minimal: ClassVar[bool]  # a minimal-norm search (one unbounded call gives every eps)
+    targeted: ClassVar[bool]  # accepts ``target``
     norm: str
 
     def __call__(
         self, model: nn.Module, x: Tensor, y: Tensor, *, eps: float,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | None = None, target: Tensor | None = None,
     ) -> Tensor: ...
+
+
+def is_minimal(attack: object) -> bool:
+    """Whether ``attack`` is a minimal-norm search (see the module docstring)."""
+    return bool(getattr(attack, "minimal", False))
+
+
+def is_targeted(attack: object) -> bool:
+    """Whether ``attack`` has a targeted mode."""
+    return bool(getattr(attack, "targeted", False))
+
+
+L0_TOL = 1e-6  # a pixel counts as changed in L0 when it moved by more than this
+
+
+def all_norms(delta: Tensor) -> dict[str, Tensor]:
+    """Per-sample ``l0`` (number of entries changed by more than ``L0_TOL``), ``l2`` and
+    ``linf`` norms of ``delta``, the three bounds of smooth-kernels appendix B."""
+    flat = delta.detach().flatten(1)
+    return {
+        "l0": (flat.abs() > L0_TOL).sum(dim=1).to(flat.dtype),
+        "l2": flat.norm(p=2, dim=1),
+        "linf": flat.abs().amax(dim=1),
+    }
+
+
+def restrict_to_ball(x: Tensor, x_adv: Tensor, eps: float, norm: str) -> Tensor:
+    """``x_adv`` where ``||x_adv - x|| <= eps`` in ``norm``, ``x`` elsewhere: how a
+    minimal-norm attack answers a bounded query (``eps = inf`` keeps every ``x_adv``)."""
+    if math.isinf(eps):
+        return x_adv
+    # Compared in float64, exactly as the runner compares the stored norms with each eps.
+    inside = perturbation_norms(x_adv - x, norm).double() <= eps
+    return torch.where(inside.view(-1, *([1] * (x.dim() - 1))), x_adv, x)
 
 
 def perturbation_norms(delta: Tensor, norm: str) -> Tensor:
@@ -80,7 +132,10 @@ def random_in_ball(
 
 
 def loss_gradient(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-    """``d/dx sum_i CE(model(x_i), y_i)``; parameter gradients are neither computed nor stored."""
+    """``d/dx sum_i CE(model(x_i), y_i)``; parameter gradients are neither computed nor stored.
+
+    Untargeted attacks ascend it with ``y`` the labels; targeted attacks descend it with
+    ``y`` the targets."""
     x = x.detach().requires_grad_(True)
     with torch.enable_grad():
         loss = F.cross_entropy(model(x), y, reduction="sum")

@@ -5,13 +5,20 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One row of ``results.csv``; ``key`` names its samples in the result store."""
+    """One row of ``results.csv``; ``store_key`` names its points in the result store.
+
+    A budgeted attack's cell depends on the smaller budgets walked before it
+    (``lower_eps``): adversarials found there are reused, so the same eps reached by
+    another grid is another cell. A minimal-norm attack's cells are all read off one
+    unbounded search (``search()``), whatever the grid.
+    """
 
     model: str
     model_identity: str
@@ -23,6 +30,9 @@ class Cell:
     n: int
     seed: int
     batch_size: int
+    minimal: bool = False
+    lower_eps: tuple[float, ...] = ()
+    target: str | None = None
 
     @property
     def key(self) -> str:
@@ -30,8 +40,21 @@ class Cell:
         payload = dataclasses.asdict(self)
         payload.pop("model")
         payload["eps"] = repr(float(self.eps))
+        payload["lower_eps"] = [repr(float(e)) for e in self.lower_eps]
         text = json.dumps(payload, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+    def search(self) -> Cell:
+        """The unbounded cell a minimal-norm attack's points are stored under."""
+        return dataclasses.replace(self, eps=math.inf, lower_eps=())
+
+    @property
+    def store_key(self) -> str:
+        return self.search().key if self.minimal else self.key
+
+    @property
+    def unbounded(self) -> bool:
+        return math.isinf(self.eps)
 
     def description(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "attack_params": dict(self.attack_params)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -12,16 +13,22 @@ import torch
 from torch import Tensor
 
 from robeval.data import dataset_info, load_dataset, subset_indices
+from robeval.attacks import attacks
 from robeval.attacks import get as get_attack
+from robeval.attacks.base import is_targeted
 from robeval.device import resolve_device
 from robeval.errors import RobevalError
 from robeval.eval.cells import Cell
+from robeval.eval.examples import targeted_examples
 from robeval.eval.progress import progress_bar
 from robeval.eval.runner import attack_cells, eval_mode, predict, run_attack
 from robeval.models import LoadedModel, load_model
 from robeval.results.outputs import write_outputs
+from robeval.results.plots import plot_targeted_grid
 from robeval.results.store import ResultStore
-from robeval.results.tables import read_cells, results_frame, samples_frame
+from robeval.results.tables import (
+    format_eps, norm_curves_frame, read_cells, results_frame, samples_frame, targeted_grid_frame,
+)
 from robeval.spec import RunSpec
 
 log = logging.getLogger(__name__)
@@ -49,7 +56,7 @@ def run(spec: RunSpec) -> pd.DataFrame:
     """Evaluate every model x attack x eps of ``spec``; resumes from ``out/store.sqlite``."""
     device = resolve_device(spec.device)
     for attack_spec in spec.attacks:  # reject bad attack specs before any loading
-        get_attack(attack_spec)
+        _check_attack(get_attack(attack_spec), attack_spec, spec)
     loaded = [load_model(source, device=device) for source in spec.models]
     names = _display_names(loaded)
     dataset = _resolve_dataset(spec, loaded)
@@ -63,7 +70,9 @@ def run(spec: RunSpec) -> pd.DataFrame:
     resolved = spec.replace(dataset=dataset, eps=tuple(eps_grid), n=len(x))
 
     out = Path(spec.out)
+    n_classes = len(info.classes)
     all_cells: list[Cell] = []
+    pictures: list[Path] = []
     with ResultStore(out / STORE_NAME) as store, progress_bar(enabled=spec.progress) as bar:
         for item, name in zip(loaded, names, strict=True):
             with eval_mode(item.model) as model:
@@ -73,22 +82,64 @@ def run(spec: RunSpec) -> pd.DataFrame:
                     attack, cells = attack_cells(
                         model=name, identity=item.identity, dataset=dataset, attack_spec=attack_spec,
                         eps_grid=eps_grid, n=len(x), seed=spec.seed, batch_size=spec.batch_size,
+                        target=spec.target,
                     )
+                    if not cells:
+                        continue
                     attack_texts.append(cells[0].attack)
                     n_batches = -(-len(x) // spec.batch_size)
                     task = bar.add_task(f"{name} · {cells[0].attack}", total=n_batches * len(cells))
                     run_attack(
                         store, model, attack, cells, x, y, clean_pred, batch_size=spec.batch_size,
-                        device=device, advance=lambda task=task: bar.advance(task),
+                        device=device, n_classes=n_classes, advance=lambda task=task: bar.advance(task),
                     )
                     all_cells.extend(cells)
+                    if spec.target is not None:
+                        pictures.append(_targeted_picture(
+                            out, model, attack, cells[-1], x, y, clean_pred, info.classes, device
+                        ))
+        if not all_cells:
+            raise RobevalError(
+                "nothing to evaluate: budgeted attacks have no `unbounded` eps; add finite eps to --eps "
+                "or a minimal-norm attack (cw, deepfool)"
+            )
         resolved = resolved.replace(attacks=tuple(dict.fromkeys(attack_texts)))
         stored = read_cells(store, all_cells)
         results = results_frame(store, all_cells, stored)
         samples = samples_frame(all_cells, stored, split_index=split_index.numpy())
-    write_outputs(out, resolved.to_dict(), results, samples)
+        curves = norm_curves_frame(all_cells, stored)
+        grid = targeted_grid_frame(all_cells, stored)
+    write_outputs(out, resolved.to_dict(), results, samples, curves=curves, grid=grid)
     results.attrs["out"] = str(out)
     return results
+
+
+def _check_attack(attack: Any, text: str, spec: RunSpec) -> None:
+    """Targeted mode needs attacks that have one."""
+    if spec.target is not None and not is_targeted(attack):
+        with_target = sorted(n for n, cls in attacks.items() if is_targeted(cls))
+        raise RobevalError(
+            f"attack {text!r} has no targeted mode; with --target use one of {', '.join(with_target)}"
+        )
+
+
+def _targeted_picture(
+    out: Path, model: torch.nn.Module, attack: Any, cell: Cell, x: Tensor, y: Tensor,
+    clean_pred: Tensor, classes: list[str], device: torch.device,
+) -> Path:
+    """``targeted_MODEL_ATTACK.png``: one example per class attacked towards every class
+    at the cell's eps (the largest of the grid)."""
+    images, success, present = targeted_examples(
+        model, attack, x, y, clean_pred, eps=cell.eps, n_classes=len(classes), device=device,
+        seed=cell.seed, name=cell.attack,
+    )
+    title = f"{cell.model} · {cell.attack} · targeted, eps={format_eps(cell.eps)}"
+    path = out / f"targeted_{_slug(cell.model)}_{_slug(cell.attack)}.png"
+    return plot_targeted_grid(images, success, present, [str(c) for c in classes], title, path)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.=_-]+", "-", text).strip("-")
 
 
 def _display_names(loaded: list[LoadedModel]) -> list[str]:

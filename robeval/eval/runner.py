@@ -1,23 +1,29 @@
 """The evaluation runner: models x attacks x eps grid over one seeded data subset.
 
-For each model, attack and batch, the eps grid is walked upwards. A point that is
-misclassified clean, or already fooled at a smaller eps, is not attacked again: an
-adversarial inside a smaller ball is inside every larger one, so it stays fooled (the
-worst case over the grid, as in AutoAttack's cascade). Robust accuracy therefore never
-rises with eps, and the work shrinks as eps grows. Every adversarial batch is checked
-(:mod:`robeval.eval.checks`) before the runner counts it; success means
-``model(x_adv) != y``, decided here, never by the attack.
+Points misclassified clean are never attacked. For a *budgeted* attack the eps grid is
+walked upwards per batch and an adversarial found at eps_k is reused for every larger
+eps (it lies inside the larger ball), so only points still robust are attacked at the
+next eps: the curve cannot rise and the work shrinks as eps grows. A *minimal-norm*
+attack runs once, unbounded, per batch; every eps of the grid is read off the norms of
+the adversarials it found (:func:`robeval.results.tables.cell_samples`).
+
+In targeted mode every clean-correct sample is attacked towards each other class, one
+*point* per (sample, target). Every adversarial batch is checked
+(:mod:`robeval.eval.checks`) before the runner counts it; success (``model(x_adv) != y``,
+or ``== target``) is decided here, never by the attack. The forward and backward passes
+each attack makes are counted (:mod:`robeval.eval.counting`) and stored with its time.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -25,9 +31,11 @@ from torch import Tensor, nn
 
 from robeval.attacks import Attack, canonical_name
 from robeval.attacks import get as get_attack
+from robeval.attacks.base import all_norms, is_minimal, perturbation_norms
 from robeval.eval.cells import Cell, batch_seed
 from robeval.eval.checks import check_adversarials
-from robeval.results.store import BatchResult, ResultStore
+from robeval.eval.counting import PassCounter
+from robeval.results.store import BatchResult, Cost, ResultStore
 
 log = logging.getLogger(__name__)
 
@@ -43,68 +51,135 @@ def predict(model: nn.Module, x: Tensor, batch_size: int, device: torch.device) 
 
 def attack_cells(
     *, model: str, identity: str, dataset: str, attack_spec: str, eps_grid: tuple[float, ...],
-    n: int, seed: int, batch_size: int,
+    n: int, seed: int, batch_size: int, target: str | None = None,
 ) -> tuple[Attack, list[Cell]]:
-    """The attack object and one :class:`Cell` per eps (ascending)."""
+    """The attack object and one :class:`Cell` per eps (ascending).
+
+    Budgeted attacks get no ``unbounded`` cell: with no bound they are not defined.
+    """
     attack = get_attack(attack_spec)
     params = tuple(sorted(asdict(attack).items()))
     name = canonical_name(attack)
+    minimal = is_minimal(attack)
+    grid = sorted(eps_grid)
+    if not minimal and any(math.isinf(e) for e in grid):
+        log.info("%s is a budgeted attack; it has no unbounded column", name)
+        grid = [e for e in grid if not math.isinf(e)]
     cells = [
-        Cell(model=model, model_identity=identity, dataset=dataset, attack=name,
-             attack_params=params, norm=attack.norm, eps=eps, n=n, seed=seed, batch_size=batch_size)
-        for eps in sorted(eps_grid)
+        Cell(model=model, model_identity=identity, dataset=dataset, attack=name, attack_params=params,
+             norm=attack.norm, eps=eps, n=n, seed=seed, batch_size=batch_size, minimal=minimal,
+             lower_eps=() if minimal else tuple(grid[:i]), target=target)
+        for i, eps in enumerate(grid)
     ]
     return attack, cells
 
 
+@dataclass(frozen=True)
+class Points:
+    """The points of one batch: the sample each belongs to (``local``: position in the
+    batch, ``idx``: in the subset), its target (-1 untargeted), label and clean prediction."""
+
+    local: Tensor
+    idx: Tensor
+    target: Tensor
+    label: Tensor
+    clean_pred: Tensor
+
+    def success(self, adv_pred: Tensor) -> Tensor:
+        """Where ``adv_pred`` is a success: misclassified, or the target when targeted."""
+        return torch.where(self.target >= 0, adv_pred == self.target, adv_pred != self.label)
+
+
+def batch_points(start: int, y: Tensor, clean_pred: Tensor, n_classes: int, targeted: bool) -> Points:
+    """One point per sample, or per (sample, other class) in targeted mode."""
+    local = torch.arange(len(y))
+    target = torch.full_like(local, -1)
+    if targeted:
+        classes = torch.arange(n_classes)
+        local = local.repeat_interleave(n_classes)
+        target = classes.repeat(len(y))
+        keep = target != y[local]
+        local, target = local[keep], target[keep]
+    return Points(local=local, idx=local + start, target=target, label=y[local], clean_pred=clean_pred[local])
+
+
 def run_attack(
     store: ResultStore, model: nn.Module, attack: Attack, cells: list[Cell], x: Tensor, y: Tensor,
-    clean_pred: Tensor, *, batch_size: int, device: torch.device, advance: Callable[[], None] = lambda: None,
+    clean_pred: Tensor, *, batch_size: int, device: torch.device, n_classes: int,
+    advance: Callable[[], None] = lambda: None,
 ) -> None:
     """Fill the store for every (batch, eps) of one model and attack that is not done yet."""
-    done = {cell.key: store.done_batches(cell.key) for cell in cells}
-    for cell in cells:
+    if not cells:
+        return
+    minimal = cells[0].minimal
+    keys = [cells[0].search()] if minimal else cells
+    for cell in keys:
         store.register_cell(cell.key, cell.description())
+    done = {cell.key: store.done_batches(cell.key) for cell in keys}
+    targeted = cells[0].target is not None
     for batch, start in enumerate(range(0, len(x), batch_size)):
         stop = min(start + batch_size, len(x))
-        xb, yb, cb = x[start:stop], y[start:stop], clean_pred[start:stop]
-        adv_pred, norms = cb.clone(), torch.zeros(stop - start, dtype=torch.float64)
-        for cell in cells:
+        xb = x[start:stop]
+        points = batch_points(start, y[start:stop], clean_pred[start:stop], n_classes, targeted)
+        state = _initial_state(points, xb, cells[0].norm)
+        for cell in keys:
             if batch in done[cell.key]:
-                stored = store.read_batch(cell.key, batch)
-                adv_pred = torch.from_numpy(stored.adv_pred)
-                norms = torch.from_numpy(stored.perturbation_norm)
+                state = store.read_batch(cell.key, batch)
             else:
-                tic = time.perf_counter()
-                adv_pred, norms = _attack_batch(
-                    model, attack, cell, xb, yb, adv_pred, norms, batch, device
-                )
-                result = BatchResult(
-                    idx=np.arange(start, stop), label=yb.numpy(), clean_pred=cb.numpy(),
-                    adv_pred=adv_pred.numpy(), perturbation_norm=norms.numpy(),
-                )
-                store.write_batch(cell.key, batch, time.perf_counter() - tic, result)
+                state, cost = _attack_points(model, attack, cell, xb, points, state, batch, batch_size, device)
+                store.write_batch(cell.key, batch, cost, state)
                 _maybe_kill_for_test()
-            advance()
+            if not minimal:
+                advance()
+        if minimal:
+            for _ in cells:
+                advance()
 
 
-def _attack_batch(
-    model: nn.Module, attack: Attack, cell: Cell, xb: Tensor, yb: Tensor,
-    prev_pred: Tensor, prev_norms: Tensor, batch: int, device: torch.device,
-) -> tuple[Tensor, Tensor]:
-    """Attack the points of one batch still robust at the previous eps."""
-    adv_pred, norms = prev_pred.clone(), prev_norms.clone()
-    todo = (prev_pred == yb).nonzero().flatten()
-    if cell.eps == 0 or len(todo) == 0:
-        return adv_pred, norms
-    generator = torch.Generator().manual_seed(batch_seed(cell.seed, cell.key, batch))
-    x_in, y_in = xb[todo].to(device), yb[todo].to(device)
-    x_adv = attack(model, x_in, y_in, eps=cell.eps, generator=generator)
-    found = check_adversarials(x_in, x_adv, eps=cell.eps, norm=cell.norm, attack=cell.attack)
-    with torch.no_grad():
-        adv_pred[todo] = model(x_adv.detach()).argmax(1).cpu()
-    norms[todo] = found.double().cpu()
-    return adv_pred, norms
+def _initial_state(points: Points, xb: Tensor, norm: str) -> BatchResult:
+    """No point perturbed yet: predictions are the clean ones, norms zero."""
+    zeros = np.zeros(len(points.idx))
+    x_norm = perturbation_norms(xb[points.local], norm).double().numpy()
+    return BatchResult(
+        idx=points.idx.numpy(), target=points.target.numpy(), label=points.label.numpy(),
+        clean_pred=points.clean_pred.numpy(), adv_pred=points.clean_pred.numpy().copy(),
+        l0=zeros, l2=zeros.copy(), linf=zeros.copy(), x_norm=x_norm,
+    )
+
+
+def _attack_points(
+    model: nn.Module, attack: Attack, cell: Cell, xb: Tensor, points: Points, state: BatchResult,
+    batch: int, batch_size: int, device: torch.device,
+) -> tuple[BatchResult, Cost]:
+    """Attack the points of one batch that are clean-correct and not yet a success
+    (at the previous eps), in chunks of ``batch_size`` points; return the new state."""
+    tic = time.perf_counter()
+    prev = torch.from_numpy(state.adv_pred)
+    todo = ((points.clean_pred == points.label) & ~points.success(prev)).nonzero().flatten()
+    adv_pred = prev.clone()
+    norms = {name: torch.from_numpy(state.norm(name)).clone() for name in ("l0", "l2", "linf")}
+    counter = PassCounter(model)
+    if cell.eps > 0 and len(todo):
+        generator = torch.Generator().manual_seed(batch_seed(cell.seed, cell.key, batch))
+        for chunk in todo.split(batch_size):
+            x_in = xb[points.local[chunk]].to(device)
+            y_in = points.label[chunk].to(device)
+            extra = {"target": points.target[chunk].to(device)} if cell.target is not None else {}
+            x_adv = attack(counter, x_in, y_in, eps=cell.eps, generator=generator, **extra)
+            check_adversarials(x_in, x_adv, eps=cell.eps, norm=cell.norm, attack=cell.attack)
+            with torch.no_grad():
+                pred = model(x_adv.detach()).argmax(1).cpu()
+            found = all_norms(x_adv - x_in)
+            adv_pred[chunk] = pred
+            for name in norms:
+                norms[name][chunk] = found[name].double().cpu()
+        if cell.minimal:  # a failed search has no adversarial: its norm is infinite
+            failed = todo[~points.success(adv_pred)[todo]]
+            for name in norms:
+                norms[name][failed] = math.inf
+    cost = Cost(time.perf_counter() - tic, counter.counts.forward, counter.counts.backward)
+    new = state.replace(adv_pred=adv_pred.numpy(), **{k: v.numpy() for k, v in norms.items()})
+    return new, cost
 
 
 _stored_batches = 0

@@ -1,48 +1,84 @@
-"""SQLite result store: one row per evaluated sample, written batch by batch.
+"""SQLite result store: one row per evaluated point, written batch by batch.
 
 A *cell* is one (model, data subset, attack, eps) combination, named by a hash of
-everything that determines its numbers. Each batch is written in a single transaction,
-so a run killed at any moment (even ``kill -9``) leaves only whole batches behind and
-resumes exactly where it stopped.
+everything that determines its numbers; a minimal-norm attack stores one unbounded
+*search* cell from which every eps is read off. A *point* is one test sample, or in
+targeted mode one (sample, target class) pair (``target = -1`` when untargeted).
+Each batch is written in a single transaction, so a run killed at any moment (even
+``kill -9``) leaves only whole batches behind and resumes exactly where it stopped.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
 from robeval.errors import RobevalError
 
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS cells (
     cell_key TEXT PRIMARY KEY, description TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS batches (
     cell_key TEXT NOT NULL, batch INTEGER NOT NULL, seconds REAL NOT NULL,
+    forward INTEGER NOT NULL, backward INTEGER NOT NULL,
     PRIMARY KEY (cell_key, batch)
 );
 CREATE TABLE IF NOT EXISTS samples (
-    cell_key TEXT NOT NULL, batch INTEGER NOT NULL, idx INTEGER NOT NULL,
+    cell_key TEXT NOT NULL, batch INTEGER NOT NULL, idx INTEGER NOT NULL, target INTEGER NOT NULL,
     label INTEGER NOT NULL, clean_pred INTEGER NOT NULL, adv_pred INTEGER NOT NULL,
-    perturbation_norm REAL NOT NULL,
-    PRIMARY KEY (cell_key, idx)
+    l0 REAL NOT NULL, l2 REAL NOT NULL, linf REAL NOT NULL, x_norm REAL NOT NULL,
+    PRIMARY KEY (cell_key, idx, target)
 );
 """
+COLUMNS = ("idx", "target", "label", "clean_pred", "adv_pred", "l0", "l2", "linf", "x_norm")
 
 
 @dataclass(frozen=True)
 class BatchResult:
-    """Per-sample outcomes of one batch of one cell (numpy arrays of equal length)."""
+    """Per-point outcomes of one batch (or cell): numpy arrays of equal length.
+
+    ``l0``/``l2``/``linf`` are the norms of the perturbation the attack returned
+    (``inf`` where a minimal-norm search found no adversarial); ``x_norm`` is the clean
+    image's norm in the attack's norm (for DeepFool's relative perturbation).
+    """
 
     idx: np.ndarray
+    target: np.ndarray
     label: np.ndarray
     clean_pred: np.ndarray
     adv_pred: np.ndarray
-    perturbation_norm: np.ndarray
+    l0: np.ndarray
+    l2: np.ndarray
+    linf: np.ndarray
+    x_norm: np.ndarray
+
+    def norm(self, name: str) -> np.ndarray:
+        """The perturbation norms in ``l0``, ``l2`` or ``linf``."""
+        return {"l0": self.l0, "l2": self.l2, "linf": self.linf}[name]
+
+    def take(self, mask: np.ndarray) -> BatchResult:
+        return BatchResult(**{f.name: getattr(self, f.name)[mask] for f in fields(self)})
+
+    def replace(self, **arrays: np.ndarray) -> BatchResult:
+        return BatchResult(**{f.name: arrays.get(f.name, getattr(self, f.name)) for f in fields(self)})
+
+
+@dataclass(frozen=True)
+class Cost:
+    """The work stored for a cell: seconds and forward/backward passes (per image)."""
+
+    seconds: float = 0.0
+    forward: int = 0
+    backward: int = 0
+
+    def __add__(self, other: Cost) -> Cost:
+        return Cost(self.seconds + other.seconds, self.forward + other.forward, self.backward + other.backward)
 
 
 class ResultStore:
@@ -55,11 +91,21 @@ class ResultStore:
             self._conn = sqlite3.connect(self.path)
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn.executescript(SCHEMA)
+            version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+            has_tables = self._conn.execute("SELECT count(*) FROM sqlite_master WHERE type='table'").fetchone()[0]
         except sqlite3.DatabaseError as exc:
             raise RobevalError(
                 f"{self.path} is not a readable result store ({exc}); move it away or use another --out"
             ) from None
+        if has_tables and version != SCHEMA_VERSION:
+            self._conn.close()
+            raise RobevalError(
+                f"{self.path} was written by another robeval version (store format {version}, this one "
+                f"reads {SCHEMA_VERSION}); move it away or use another --out"
+            )
+        with self._conn:
+            self._conn.executescript(SCHEMA)
+            self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
         self._conn.close()
@@ -74,60 +120,57 @@ class ResultStore:
         with self._conn:
             self._conn.execute(
                 "INSERT OR IGNORE INTO cells VALUES (?, ?)",
-                (cell_key, json.dumps(description, sort_keys=True)),
+                (cell_key, json.dumps(description, sort_keys=True, default=str)),
             )
 
     def done_batches(self, cell_key: str) -> set[int]:
         rows = self._conn.execute("SELECT batch FROM batches WHERE cell_key = ?", (cell_key,))
         return {int(r[0]) for r in rows}
 
-    def write_batch(self, cell_key: str, batch: int, seconds: float, result: BatchResult) -> None:
-        """Store one batch atomically (samples and the batch marker in one transaction)."""
+    def write_batch(self, cell_key: str, batch: int, cost: Cost, result: BatchResult) -> None:
+        """Store one batch atomically (points and the batch marker in one transaction)."""
+        arrays = [getattr(result, c) for c in COLUMNS]
         rows = [
-            (cell_key, batch, int(i), int(lab), int(c), int(a), float(p))
-            for i, lab, c, a, p in zip(
-                result.idx, result.label, result.clean_pred, result.adv_pred,
-                result.perturbation_norm, strict=True,
-            )
+            (cell_key, batch, int(i), int(t), int(lab), int(c), int(a), float(l0), float(l2), float(li), float(xn))
+            for i, t, lab, c, a, l0, l2, li, xn in zip(*arrays, strict=True)
         ]
         with self._conn:
-            self._conn.executemany("INSERT OR REPLACE INTO samples VALUES (?,?,?,?,?,?,?)", rows)
+            self._conn.executemany("INSERT OR REPLACE INTO samples VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
             self._conn.execute(
-                "INSERT OR REPLACE INTO batches VALUES (?, ?, ?)", (cell_key, batch, seconds)
+                "INSERT OR REPLACE INTO batches VALUES (?, ?, ?, ?, ?)",
+                (cell_key, batch, cost.seconds, cost.forward, cost.backward),
             )
 
     def read_batch(self, cell_key: str, batch: int) -> BatchResult:
         rows = self._conn.execute(
-            "SELECT idx, label, clean_pred, adv_pred, perturbation_norm FROM samples "
-            "WHERE cell_key = ? AND batch = ? ORDER BY idx",
+            f"SELECT {', '.join(COLUMNS)} FROM samples WHERE cell_key = ? AND batch = ? ORDER BY idx, target",
             (cell_key, batch),
         ).fetchall()
         return _to_result(rows)
 
     def read_cell(self, cell_key: str) -> BatchResult:
         rows = self._conn.execute(
-            "SELECT idx, label, clean_pred, adv_pred, perturbation_norm FROM samples "
-            "WHERE cell_key = ? ORDER BY idx",
+            f"SELECT {', '.join(COLUMNS)} FROM samples WHERE cell_key = ? ORDER BY idx, target",
             (cell_key,),
         ).fetchall()
         return _to_result(rows)
 
-    def cell_seconds(self, cell_key: str) -> float:
-        (total,) = self._conn.execute(
-            "SELECT COALESCE(SUM(seconds), 0) FROM batches WHERE cell_key = ?", (cell_key,)
+    def cell_cost(self, cell_key: str) -> Cost:
+        seconds, forward, backward = self._conn.execute(
+            "SELECT COALESCE(SUM(seconds), 0), COALESCE(SUM(forward), 0), COALESCE(SUM(backward), 0) "
+            "FROM batches WHERE cell_key = ?",
+            (cell_key,),
         ).fetchone()
-        return float(total)
+        return Cost(float(seconds), int(forward), int(backward))
 
 
 def _to_result(rows: list[tuple]) -> BatchResult:
-    cols = list(zip(*rows, strict=True)) if rows else [()] * 5
-    return BatchResult(
-        idx=np.asarray(cols[0], dtype=np.int64),
-        label=np.asarray(cols[1], dtype=np.int64),
-        clean_pred=np.asarray(cols[2], dtype=np.int64),
-        adv_pred=np.asarray(cols[3], dtype=np.int64),
-        perturbation_norm=np.asarray(cols[4], dtype=np.float64),
-    )
+    cols = list(zip(*rows, strict=True)) if rows else [()] * len(COLUMNS)
+    ints = {"idx", "target", "label", "clean_pred", "adv_pred"}
+    return BatchResult(**{
+        name: np.asarray(col, dtype=np.int64 if name in ints else np.float64)
+        for name, col in zip(COLUMNS, cols, strict=True)
+    })
 
 
-__all__ = ["BatchResult", "ResultStore"]
+__all__ = ["BatchResult", "Cost", "ResultStore"]

@@ -1,0 +1,77 @@
+"""Figures: accuracy-vs-bound curves in L0/L2/L-inf (smooth-kernels appendix B,
+Figs. 7-9) and the targeted-attack example grid (appendix C, Figs. 10-37)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+from torch import Tensor  # noqa: E402
+
+from robeval.atomic import atomic_open  # noqa: E402
+
+NORM_TITLES = {"l0": r"$\ell_0$ bound", "l2": r"$\ell_2$ bound", "linf": r"$\ell_\infty$ bound"}
+
+
+def plot_norm_curves(curves: pd.DataFrame, path: Path) -> Path:
+    """One panel per norm, one step line per (model, attack)."""
+    fig, axes = plt.subplots(1, len(NORM_TITLES), figsize=(4.2 * len(NORM_TITLES), 3.4), squeeze=False)
+    for ax, (norm, title) in zip(axes[0], NORM_TITLES.items(), strict=True):
+        part = curves[curves["norm"] == norm]
+        for (model, attack), line in part.groupby(["model", "attack"], sort=False):
+            ax.step(line["bound"], 100 * line["robust_acc"], where="post", label=f"{model} · {attack}")
+        ax.set_xlabel(title)
+        ax.set_ylim(-2, 102)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("accuracy (%)")
+    axes[0][-1].legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_targeted_grid(
+    images: Tensor, success: Tensor, present: Tensor, classes: list[str], title: str, path: Path
+) -> Path:
+    """``images[target, original]``: columns are the original class, rows the target
+    class (as in the paper); a green frame marks a success, red a failure, grey the
+    clean image on the diagonal."""
+    k = len(classes)
+    fig, axes = plt.subplots(k, k, figsize=(0.9 * k + 0.8, 0.9 * k + 0.8), squeeze=False)
+    for target in range(k):
+        for original in range(k):
+            ax = axes[target][original]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if target == 0:
+                ax.set_title(classes[original], fontsize=7)
+            if original == 0:
+                ax.set_ylabel(classes[target], fontsize=7)
+            if not present[original]:  # no clean-correct example of this class: a blank column
+                for spine in ax.spines.values():
+                    spine.set_visible(False)
+                continue
+            image = images[target, original]
+            if image.shape[0] == 1:
+                ax.imshow(image[0].numpy(), cmap="gray", vmin=0, vmax=1)
+            else:
+                ax.imshow(image.permute(1, 2, 0).clamp(0, 1).numpy())
+            color = "0.6" if target == original else ("tab:green" if success[target, original] else "tab:red")
+            for spine in ax.spines.values():
+                spine.set_edgecolor(color)
+                spine.set_linewidth(2)
+    fig.suptitle(title, fontsize=9)
+    fig.supxlabel("original class", fontsize=8)
+    fig.supylabel("target class", fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    with atomic_open(path, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=110)
+    plt.close(fig)
+    return path

@@ -3,6 +3,7 @@ architectures and data sets, and of epsilon lists such as ``0,2/255,8/255``."""
 
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 from typing import Any
 
@@ -47,7 +48,7 @@ def parse_eps_list(text: str | list[Any] | tuple[Any, ...]) -> tuple[float, ...]
             values.append(float("inf"))
             continue
         value = item if isinstance(item, int | float) else parse_number(str(item), what="eps")
-        if value != value or not value >= 0 or (value == float("inf") and not isinstance(item, float)):
+        if math.isnan(value) or not value >= 0 or (value == float("inf") and not isinstance(item, float)):
             raise RobevalError(f"eps must be >= 0 or `unbounded`, got {item!r}; fix --eps")
         values.append(float(value))
     return tuple(sorted(set(values)))

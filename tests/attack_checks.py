@@ -73,5 +73,19 @@ def check_monotone_in_eps(attack, model, x, y, grid: list[float]) -> None:
         assert a1 <= a0, f"accuracy rose from {a0:.3f} at eps {e0} to {a1:.3f} at eps {e1}"
 
 
+def check_targeted(attack, model, x, y, eps: float) -> None:
+    """Targeted towards ``(y + 1) mod 10``: the target is hit far more often than clean,
+    and the budget and box still hold."""
+    target = (y + 1) % 10
+    x_adv = attack(model, x, y, eps=eps, generator=torch.Generator().manual_seed(0), target=target)
+    worst = float(perturbation_norms(x_adv - x, attack.norm).max())
+    assert worst <= eps * (1 + TOL) + TOL, f"{attack.norm} perturbation {worst} > eps {eps}"
+    assert float(x_adv.min()) >= -TOL and float(x_adv.max()) <= 1 + TOL, "left the [0,1] box"
+    with torch.no_grad():
+        before = float((model(x).argmax(1) == target).float().mean())
+        after = float((model(x_adv).argmax(1) == target).float().mean())
+    assert after > before + 0.2, f"target hit rate {before:.3f} -> {after:.3f}"
+
+
 ALL_CHECKS = (check_budget_and_box, check_input_not_mutated, check_mode_unchanged,
               check_deterministic, check_lowers_accuracy)

@@ -11,11 +11,17 @@ import torch
 
 import robeval
 from robeval.attacks import attacks
+from robeval.attacks.base import NORMS, is_targeted
 from robeval.errors import RobevalError
 from tests import attack_checks as checks
 
 EPS = {"linf": 0.25, "l2": 2.0}
 GRID = {"linf": [0.0, 0.05, 0.1, 0.2, 0.3], "l2": [0.0, 0.5, 1.0, 2.0, 3.0]}
+
+
+# Attacks whose defaults are GPU-sized get cheaper settings here; the defaults are
+# checked against the papers in their own tests.
+FAST = {"cw": {"steps": 100, "binary_search_steps": 4}}
 
 
 def attack_variants() -> list[str]:
@@ -25,13 +31,25 @@ def attack_variants() -> list[str]:
         variants.append(name)
         fields = {f.name: f for f in dataclasses.fields(attacks.get(name))}
         if "norm" in fields:
-            variants += [f"{name}:norm={n}" for n in ("l2",) if n != fields["norm"].default]
+            variants += [f"{name}:norm={n}" for n in NORMS if n != fields["norm"].default]
     return variants
 
 
 @pytest.fixture(params=attack_variants())
 def attack(request: pytest.FixtureRequest):
-    return robeval.attacks.get(request.param)
+    name = request.param.split(":")[0]
+    return robeval.attacks.get(request.param, **FAST.get(name, {}))
+
+
+def targeted_variants() -> list[str]:
+    return [v for v in attack_variants() if is_targeted(attacks.get(v.split(":")[0]))]
+
+
+@pytest.mark.parametrize("spec", targeted_variants())
+def test_targeted_mode_moves_points_to_the_target(spec, digits_model, digits_test) -> None:
+    x, y = digits_test
+    attack = robeval.attacks.get(spec, **FAST.get(spec.split(":")[0], {}))
+    checks.check_targeted(attack, digits_model, x, y, EPS[attack.norm])
 
 
 @pytest.mark.parametrize("check", checks.ALL_CHECKS, ids=lambda c: c.__name__)
@@ -58,7 +76,7 @@ class NoOp:
     name: ClassVar[str] = "noop"
     norm: str = "linf"
 
-    def __call__(self, model, x, y, *, eps, generator=None):
+    def __call__(self, model, x, y, *, eps, generator=None, target=None):
         return x.clone()
 
 
@@ -109,6 +127,12 @@ def test_broken_attacks_fail_the_checks(broken, check, digits_model, digits_test
     x, y = digits_test
     with pytest.raises(AssertionError):
         check(broken, digits_model, x.clone(), y, EPS["linf"])
+
+
+def test_noop_fails_the_targeted_check(digits_model, digits_test) -> None:
+    x, y = digits_test
+    with pytest.raises(AssertionError):
+        checks.check_targeted(NoOp(), digits_model, x, y, EPS["linf"])
 
 
 def test_noop_passes_everything_but_lowering_accuracy(digits_model, digits_test) -> None:

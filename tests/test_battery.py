@@ -25,7 +25,7 @@ EPS = "0,0.05,0.1,0.15,0.2"
 
 
 def run(ckpt: Path, out: Path, **kwargs) -> pd.DataFrame:
-    settings = dict(n=150, batch_size=64, device="cpu", seed=0)
+    settings = {"n": 150, "batch_size": 64, "device": "cpu", "seed": 0}
     return robeval.evaluate(models=[str(ckpt)], out=str(out), **{**settings, **kwargs})
 
 
@@ -131,15 +131,20 @@ def linesearch():
     attacks.unregister("linesearch")
 
 
+@pytest.mark.parametrize(
+    ("spec", "grid"),
+    [("linesearch", [0.0, 0.03, 0.06, 0.1, 0.2]), ("deepfool", [0.0, 0.3, 0.6, 0.9, 1.5]),
+     ("deepfool:norm=linf", [0.0, 0.05, 0.1, 0.15, 0.3])],
+)
 def test_minimal_one_pass_curve_equals_separate_bounded_calls(
-    linesearch, digits_checkpoint, digits_model, tmp_path
+    linesearch, digits_checkpoint, digits_model, tmp_path, spec, grid
 ) -> None:
-    grid = [0.0, 0.03, 0.06, 0.1, 0.2]
-    df = run(digits_checkpoint, tmp_path, attacks=["linesearch"], eps=grid).set_index("eps")
+    df = run(digits_checkpoint, tmp_path, attacks=[spec], eps=grid).set_index("eps")
+    assert df["robust_acc"].iloc[-1] < df["robust_acc"].iloc[0] - 0.2, "the grid must span the curve"
     x, y = robeval.load_dataset("digits", split="test", n=150, seed=0)
     with torch.no_grad():
         ok = digits_model(x).argmax(1) == y  # clean-misclassified points count as wrong
-    attack = robeval.attacks.get("linesearch")
+    attack = robeval.attacks.get(spec)
     for eps in grid:
         robust = accuracy(digits_model, attack(digits_model, x[ok], y[ok], eps=eps), y[ok]) * ok.sum() / len(y)
         assert df.loc[eps, "robust_acc"] == pytest.approx(float(robust))

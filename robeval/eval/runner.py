@@ -171,12 +171,12 @@ def _attack_points(
                 pred = model(x_adv.detach()).argmax(1).cpu()
             found = all_norms(x_adv - x_in)
             adv_pred[chunk] = pred
-            for name in norms:
-                norms[name][chunk] = found[name].double().cpu()
+            for name, values in norms.items():
+                values[chunk] = found[name].double().cpu()
         if cell.minimal:  # a failed search has no adversarial: its norm is infinite
             failed = todo[~points.success(adv_pred)[todo]]
-            for name in norms:
-                norms[name][failed] = math.inf
+            for values in norms.values():
+                values[failed] = math.inf
     cost = Cost(time.perf_counter() - tic, counter.counts.forward, counter.counts.backward)
     new = state.replace(adv_pred=adv_pred.numpy(), **{k: v.numpy() for k, v in norms.items()})
     return new, cost

@@ -8,11 +8,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-from torch import Tensor  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
+from torch import Tensor
 
-from robeval.atomic import atomic_open  # noqa: E402
+from robeval.atomic import atomic_open
 
 NORM_TITLES = {"l0": r"$\ell_0$ bound", "l2": r"$\ell_2$ bound", "linf": r"$\ell_\infty$ bound"}
 

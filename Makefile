@@ -37,6 +37,7 @@ test: $(VENV)/.installed-dev
 
 bench: $(VENV)/.installed-peers
 	$(PY) benchmarks/pgd_vs_peers.py
+	$(PY) benchmarks/curve_vs_peers.py
 
 clean:
 	rm -rf $(VENV) results/demo results/run

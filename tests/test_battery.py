@@ -134,7 +134,8 @@ def linesearch():
 @pytest.mark.parametrize(
     ("spec", "grid"),
     [("linesearch", [0.0, 0.03, 0.06, 0.1, 0.2]), ("deepfool", [0.0, 0.3, 0.6, 0.9, 1.5]),
-     ("deepfool:norm=linf", [0.0, 0.05, 0.1, 0.15, 0.3])],
+     ("deepfool:norm=linf", [0.0, 0.05, 0.1, 0.15, 0.3]),
+     ("cw:steps=50,binary_search_steps=3,initial_const=1", [0.0, 0.3, 0.6, 0.9, 1.5])],
 )
 def test_minimal_one_pass_curve_equals_separate_bounded_calls(
     linesearch, digits_checkpoint, digits_model, tmp_path, spec, grid

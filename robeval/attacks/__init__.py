@@ -2,7 +2,7 @@
 ``attack(model, x, y, *, eps, generator=None) -> x_adv``; ``robeval ls attacks`` lists them.
 """
 
-from robeval.attacks import deepfool, fgsm, pgd  # noqa: F401  (registers the attacks)
+from robeval.attacks import cw, deepfool, fgsm, pgd  # noqa: F401  (registers the attacks)
 from robeval.attacks.base import Attack, Norm, perturbation_norms
 from robeval.attacks.registry import attacks, canonical_name, get
 

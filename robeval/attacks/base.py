@@ -24,9 +24,8 @@ try to make the model predict ``target`` instead of merely anything but ``y``.
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal, Protocol
-
 import math
+from typing import ClassVar, Literal, Protocol
 
 import torch
 import torch.nn.functional as F

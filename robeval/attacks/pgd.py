@@ -9,7 +9,13 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from robeval.attacks.base import Norm, loss_gradient, normalized_step, project, random_in_ball
+from robeval.attacks.base import (
+    Norm,
+    loss_gradient,
+    normalized_step,
+    project,
+    random_in_ball,
+)
 from robeval.attacks.registry import attacks
 
 

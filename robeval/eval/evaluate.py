@@ -12,10 +12,10 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from robeval.data import dataset_info, load_dataset, subset_indices
 from robeval.attacks import attacks
 from robeval.attacks import get as get_attack
 from robeval.attacks.base import is_targeted
+from robeval.data import dataset_info, load_dataset, subset_indices
 from robeval.device import resolve_device
 from robeval.errors import RobevalError
 from robeval.eval.cells import Cell
@@ -27,7 +27,12 @@ from robeval.results.outputs import write_outputs
 from robeval.results.plots import plot_targeted_grid
 from robeval.results.store import ResultStore
 from robeval.results.tables import (
-    format_eps, norm_curves_frame, read_cells, results_frame, samples_frame, targeted_grid_frame,
+    format_eps,
+    norm_curves_frame,
+    read_cells,
+    results_frame,
+    samples_frame,
+    targeted_grid_frame,
 )
 from robeval.spec import RunSpec
 

@@ -29,8 +29,8 @@ $(DEMO)/mnist_cnn.pt: | $(VENV)/.installed
 		--lr 1e-3 --seed 0 --out $@
 
 demo: $(VENV)/.installed $(DEMO)/mnist_cnn.pt
-	$(VENV)/bin/robeval run $(DEMO)/mnist_cnn.pt --attack fgsm --attack pgd \
-		--eps 0,0.05,0.1,0.15,0.2,0.3 --n 500 --seed 0 --out $(DEMO)
+	$(VENV)/bin/robeval run $(DEMO)/mnist_cnn.pt --attack fgsm --attack pgd --attack deepfool:norm=linf \
+		--eps 0,0.05,0.1,0.15,0.2,0.3,unbounded --n 500 --seed 0 --out $(DEMO)
 
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest -q

@@ -4,6 +4,7 @@ print a table. No logic lives here."""
 from __future__ import annotations
 
 import logging
+import math
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -139,7 +140,8 @@ def _print_table(frame, *, title: str) -> None:
         table.add_column(str(name), justify="left" if name in frame.index.names else "right")
     for keys, row in frame.iterrows():
         keys = keys if isinstance(keys, tuple) else (keys,)
-        table.add_row(*map(str, keys), *(f"{100 * v:.1f}" for v in row.to_numpy(dtype=float)))
+        values = row.to_numpy(dtype=float)  # NaN: no such cell (a budgeted attack's unbounded column)
+        table.add_row(*map(str, keys), *("" if math.isnan(v) else f"{100 * v:.1f}" for v in values))
     out_console.print(table)
 
 

@@ -154,3 +154,15 @@ def test_kill_at_an_arbitrary_moment_then_resume(digits_checkpoint, tmp_path: Pa
     assert _cli([*args, "--out", str(tmp_path / "clean")]).returncode == 0
     for name in ("accuracy_eps.csv", "samples.csv"):
         assert (tmp_path / "killed" / name).read_text() == (tmp_path / "clean" / name).read_text(), name
+
+
+def test_run_minimal_norm_unbounded_and_targeted_from_the_command_line(digits_checkpoint, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = invoke("run", str(digits_checkpoint), "--attack", "deepfool", "--attack", "fgm", "--eps", "0.5,unbounded",
+                    "--n", "60", "--device", "cpu", "--out", str(out), "--quiet")
+    assert result.exit_code == 0, result.output
+    assert "unbounded" in result.output and "nan" not in result.output
+    assert (out / "norm_curves.png").exists()
+    result = invoke("run", str(digits_checkpoint), "--attack", "deepfool", "--eps", "0.5", "--target", "all",
+                    "--n", "60", "--device", "cpu", "--out", str(out), "--quiet")
+    assert result.exit_code == 2 and "no targeted mode" in result.output and "Traceback" not in result.output

@@ -137,7 +137,8 @@ def ls(kind: Annotated[str, typer.Argument(help="attacks, models, datasets, obje
 def _print_table(frame, *, title: str) -> None:
     table = Table(title=title)
     for name in [*frame.index.names, *frame.columns]:
-        table.add_column(str(name), justify="left" if name in frame.index.names else "right")
+        is_key = name in frame.index.names
+        table.add_column(str(name), justify="left" if is_key else "right", overflow="fold")
     for keys, row in frame.iterrows():
         keys = keys if isinstance(keys, tuple) else (keys,)
         values = row.to_numpy(dtype=float)  # NaN: no such cell (a budgeted attack's unbounded column)

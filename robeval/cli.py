@@ -130,7 +130,7 @@ def ls(kind: Annotated[str, typer.Argument(help="attacks, models, datasets, obje
         table.add_column("name")
         table.add_column("description")
         for name, description in rows:
-            table.add_row(name, description)
+            table.add_row(escape(name), escape(description))
         out_console.print(table)
 
 

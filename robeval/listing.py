@@ -11,7 +11,15 @@ def _summary(obj: object) -> str:
     if isinstance(summary, str) and summary:
         return summary
     doc = (getattr(obj, "__doc__", None) or "").strip()
-    return doc.splitlines()[0] if doc else ""
+    return " ".join(doc.split("\n\n")[0].split()) if doc else ""
+
+
+def _attack_summary(obj: object) -> str:
+    """An attack's first docstring paragraph, tagged with its kind."""
+    from robeval.attacks.base import is_minimal, is_targeted
+
+    tags = ["minimal-norm" if is_minimal(obj) else "budgeted"] + (["targeted"] if is_targeted(obj) else [])
+    return f"[{', '.join(tags)}] {_summary(obj)}"
 
 
 def _rows(registry: Registry, prefix: str = "") -> list[tuple[str, str]]:
@@ -25,7 +33,7 @@ def listing(kind: str) -> list[tuple[str, str]]:
     if key == "attack":
         from robeval.attacks import attacks
 
-        return _rows(attacks)
+        return [(name, _attack_summary(cls)) for name, cls in attacks.items()]
     if key in ("model", "architecture", "arch"):
         from robeval.models import architectures, model_sources
 

@@ -1,5 +1,6 @@
 """The attack battery. ``robeval.attacks.get("pgd:norm=l2,steps=40")`` returns a callable
-``attack(model, x, y, *, eps, generator=None) -> x_adv``; ``robeval ls attacks`` lists them.
+``attack(model, x, y, *, eps, generator=None, target=None) -> x_adv``; ``robeval ls
+attacks`` lists them. Budgeted and minimal-norm attacks: see :mod:`robeval.attacks.base`.
 """
 
 from robeval.attacks import cw, deepfool, fgsm, pgd  # noqa: F401  (registers the attacks)

@@ -44,8 +44,8 @@ def evaluate(spec: RunSpec | dict[str, Any] | None = None, **kwargs: Any) -> pd.
     """Run the attack battery like ``robeval run`` and return ``results.csv`` as a DataFrame.
 
     Pass a :class:`RunSpec`, a dict of its fields, or keywords, e.g.
-    ``evaluate(models=["model.pt"], attacks=["pgd"], eps="0,0.1,0.3", n=200)``.
-    Without ``out`` the files go to a temporary directory (see ``df.attrs["out"]``).
+    ``evaluate(models=["model.pt"], attacks=["pgd", "deepfool"], eps="0,0.1,0.3,unbounded",
+    n=200)``; ``target="all"`` for the targeted grid. Without ``out`` the files go to a temporary directory (see ``df.attrs["out"]``).
     """
     if isinstance(spec, RunSpec):
         spec = spec.replace(**kwargs) if kwargs else spec

@@ -252,3 +252,37 @@ def test_store_of_another_format_is_refused(digits_checkpoint, tmp_path) -> None
         conn.execute("CREATE TABLE samples (cell_key TEXT)")
     with pytest.raises(RobevalError, match="another robeval version"):
         run(digits_checkpoint, tmp_path, attacks=["fgsm"], eps="0.1")
+
+
+# --- non-nested attacks (noise of a given scale) ---------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Noise:
+    """A toy non-nested attack: one Gaussian draw of std eps (``scale``: eps is no bound)."""
+
+    name: ClassVar[str] = "toynoise"
+    minimal: ClassVar[bool] = False
+    targeted: ClassVar[bool] = False
+    nested: ClassVar[bool] = False
+    norm: str = "scale"
+
+    def __call__(self, model, x, y, *, eps, generator=None):
+        with torch.no_grad():
+            model(x)  # one counted forward pass per point
+        return (x + eps * torch.randn(x.shape, generator=generator)).clamp(0, 1)
+
+
+def test_non_nested_attacks_attack_every_clean_correct_point_at_every_eps(digits_checkpoint, tmp_path) -> None:
+    attacks.register("toynoise")(_Noise)
+    try:
+        df = run(digits_checkpoint, tmp_path, attacks=["toynoise"], eps=[0.2, 0.5, 1.0]).sort_values("eps")
+    finally:
+        attacks.unregister("toynoise")
+    correct = round(df["clean_acc"].iloc[0] * df["n"].iloc[0])
+    assert df["forward_passes"].tolist() == [correct] * 3, "no reuse, and costs are per eps"
+    assert df["robust_acc"].iloc[-1] < df["robust_acc"].iloc[0]
+    s = samples(tmp_path)
+    attacked = s[s.clean_pred == s.label]
+    assert np.allclose(attacked["perturbation_norm"], attacked["eps"]), "the scale is the recorded size"
+    assert len({*df["cell_key"]}) == 3 and all(np.isnan(df["mean_rel_perturbation"]))

@@ -20,11 +20,27 @@ Two kinds of attack share this call:
 
 Attacks with ``targeted = True`` accept ``target`` (a label tensor like ``y``) and then
 try to make the model predict ``target`` instead of merely anything but ``y``.
+
+What ``eps`` means depends on the attack's ``norm``:
+
+* ``linf``, ``l2``, ``l0`` (:data:`BALL_NORMS`): eps bounds ``||x_adv - x||`` in that
+  norm (``l0``: the number of entries changed); the runner checks it.
+* ``field``: eps bounds a deformation's vector field, ``max_pixel ||tau||_2`` in pixels
+  (ADef). Such attacks return a :class:`Deformation`; the runner re-applies the field to
+  check that the images are that deformation and measures the field itself.
+* ``scale`` (noise attacks): eps is the noise's scale, not a bound on the pixel change;
+  the runner checks the [0, 1] box only.
+
+``nested = False`` marks attacks whose answer at a smaller eps is not an answer at a
+larger one (random noise of a given scale, Fourier perturbations of a given size): the
+runner then attacks every clean-correct point at every eps instead of reusing earlier
+successes, and the curve may rise with eps.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import ClassVar, Literal, Protocol
 
 import torch
@@ -33,6 +49,8 @@ from torch import Tensor, nn
 
 Norm = Literal["linf", "l2"]
 NORMS: tuple[str, ...] = ("linf", "l2")
+BALL_NORMS: tuple[str, ...] = ("linf", "l2", "l0")
+L0_TOL = 1e-6  # an entry counts as changed in L0 when it moved by more than this
 
 
 class Attack(Protocol):
@@ -59,7 +77,25 @@ def is_targeted(attack: object) -> bool:
     return bool(getattr(attack, "targeted", False))
 
 
-L0_TOL = 1e-6  # a pixel counts as changed in L0 when it moved by more than this
+def is_nested(attack: object) -> bool:
+    """Whether an adversarial found at a smaller eps also answers every larger eps."""
+    return bool(getattr(attack, "nested", True))
+
+
+@dataclass(frozen=True)
+class Deformation:
+    """What a deformation attack (``norm = "field"``) returns: the deformed images and the
+    vector field ``(N, 2, H, W)`` in pixels such that ``x_adv = deform(x, field)``
+    (:func:`robeval.attacks.adef.deform`); a zero field where the input is returned."""
+
+    x_adv: Tensor
+    field: Tensor
+
+
+def field_norms(field: Tensor) -> Tensor:
+    """``||tau||_T = max over pixels of the Euclidean length of the displacement`` (ADef,
+    Alaifari et al. 2019, Sec. 2), per sample, in pixels."""
+    return field.detach().norm(p=2, dim=1).flatten(1).amax(dim=1)
 
 
 def all_norms(delta: Tensor) -> dict[str, Tensor]:
@@ -90,6 +126,8 @@ def perturbation_norms(delta: Tensor, norm: str) -> Tensor:
         return flat.abs().amax(dim=1)
     if norm == "l2":
         return flat.norm(p=2, dim=1)
+    if norm == "l0":
+        return (flat.abs() > L0_TOL).sum(dim=1).to(flat.dtype)
     raise ValueError(f"unsupported norm {norm!r}")
 
 

@@ -17,7 +17,8 @@ class Cell:
     A budgeted attack's cell depends on the smaller budgets walked before it
     (``lower_eps``): adversarials found there are reused, so the same eps reached by
     another grid is another cell. A minimal-norm attack's cells are all read off one
-    unbounded search (``search()``), whatever the grid.
+    unbounded search (``search()``), whatever the grid. A non-nested attack's cell
+    (``nested=False``, e.g. random noise) depends on its own eps only.
     """
 
     model: str
@@ -33,6 +34,7 @@ class Cell:
     minimal: bool = False
     lower_eps: tuple[float, ...] = ()
     target: str | None = None
+    nested: bool = True
 
     @property
     def key(self) -> str:

@@ -31,15 +31,16 @@ from torch import Tensor, nn
 
 from robeval.attacks import Attack, canonical_name
 from robeval.attacks import get as get_attack
-from robeval.attacks.base import all_norms, is_minimal, perturbation_norms
+from robeval.attacks.base import BALL_NORMS, all_norms, is_minimal, is_nested, perturbation_norms
 from robeval.eval.cells import Cell, batch_seed
-from robeval.eval.checks import check_adversarials
+from robeval.eval.checks import attack_norms
 from robeval.eval.counting import PassCounter
 from robeval.results.store import BatchResult, Cost, ResultStore
 
 log = logging.getLogger(__name__)
 
 KILL_AFTER_ENV = "ROBEVAL_TEST_KILL_AFTER_BATCHES"  # test hook: SIGKILL self after N stored batches
+NORM_COLUMNS = ("l0", "l2", "linf", "attack_norm")
 
 
 @torch.no_grad()
@@ -60,7 +61,7 @@ def attack_cells(
     attack = get_attack(attack_spec)
     params = tuple(sorted(asdict(attack).items()))
     name = canonical_name(attack)
-    minimal = is_minimal(attack)
+    minimal, nested = is_minimal(attack), is_nested(attack)
     grid = sorted(eps_grid)
     if not minimal and any(math.isinf(e) for e in grid):
         log.info("%s is a budgeted attack; it has no unbounded column", name)
@@ -68,7 +69,7 @@ def attack_cells(
     cells = [
         Cell(model=model, model_identity=identity, dataset=dataset, attack=name, attack_params=params,
              norm=attack.norm, eps=eps, n=n, seed=seed, batch_size=batch_size, minimal=minimal,
-             lower_eps=() if minimal else tuple(grid[:i]), target=target)
+             lower_eps=tuple(grid[:i]) if nested and not minimal else (), target=target, nested=nested)
         for i, eps in enumerate(grid)
     ]
     return attack, cells
@@ -121,12 +122,13 @@ def run_attack(
         stop = min(start + batch_size, len(x))
         xb = x[start:stop]
         points = batch_points(start, y[start:stop], clean_pred[start:stop], n_classes, targeted)
-        state = _initial_state(points, xb, cells[0].norm)
+        initial = state = _initial_state(points, xb, cells[0].norm)
         for cell in keys:
             if batch in done[cell.key]:
                 state = store.read_batch(cell.key, batch)
             else:
-                state, cost = _attack_points(model, attack, cell, xb, points, state, batch, batch_size, device)
+                start_from = state if cell.nested else initial  # reuse earlier successes only when nested
+                state, cost = _attack_points(model, attack, cell, xb, points, start_from, batch, batch_size, device)
                 store.write_batch(cell.key, batch, cost, state)
                 _maybe_kill_for_test()
             if not minimal:
@@ -139,11 +141,11 @@ def run_attack(
 def _initial_state(points: Points, xb: Tensor, norm: str) -> BatchResult:
     """No point perturbed yet: predictions are the clean ones, norms zero."""
     zeros = np.zeros(len(points.idx))
-    x_norm = perturbation_norms(xb[points.local], norm).double().numpy()
+    x_norm = perturbation_norms(xb[points.local], norm if norm in BALL_NORMS else "l2").double().numpy()
     return BatchResult(
         idx=points.idx.numpy(), target=points.target.numpy(), label=points.label.numpy(),
         clean_pred=points.clean_pred.numpy(), adv_pred=points.clean_pred.numpy().copy(),
-        l0=zeros, l2=zeros.copy(), linf=zeros.copy(), x_norm=x_norm,
+        l0=zeros, l2=zeros.copy(), linf=zeros.copy(), attack_norm=zeros.copy(), x_norm=x_norm,
     )
 
 
@@ -157,7 +159,7 @@ def _attack_points(
     prev = torch.from_numpy(state.adv_pred)
     todo = ((points.clean_pred == points.label) & ~points.success(prev)).nonzero().flatten()
     adv_pred = prev.clone()
-    norms = {name: torch.from_numpy(state.norm(name)).clone() for name in ("l0", "l2", "linf")}
+    norms = {name: torch.from_numpy(state.norm(name)).clone() for name in NORM_COLUMNS}
     counter = PassCounter(model)
     if cell.eps > 0 and len(todo):
         generator = torch.Generator().manual_seed(batch_seed(cell.seed, cell.key, batch))
@@ -165,11 +167,11 @@ def _attack_points(
             x_in = xb[points.local[chunk]].to(device)
             y_in = points.label[chunk].to(device)
             extra = {"target": points.target[chunk].to(device)} if cell.target is not None else {}
-            x_adv = attack(counter, x_in, y_in, eps=cell.eps, generator=generator, **extra)
-            check_adversarials(x_in, x_adv, eps=cell.eps, norm=cell.norm, attack=cell.attack)
+            result = attack(counter, x_in, y_in, eps=cell.eps, generator=generator, **extra)
+            x_adv, own = attack_norms(x_in, result, eps=cell.eps, norm=cell.norm, attack=cell.attack)
             with torch.no_grad():
                 pred = model(x_adv.detach()).argmax(1).cpu()
-            found = all_norms(x_adv - x_in)
+            found = {**all_norms(x_adv - x_in), "attack_norm": own}
             adv_pred[chunk] = pred
             for name, values in norms.items():
                 values[chunk] = found[name].double().cpu()

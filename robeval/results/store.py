@@ -32,11 +32,11 @@ CREATE TABLE IF NOT EXISTS batches (
 CREATE TABLE IF NOT EXISTS samples (
     cell_key TEXT NOT NULL, batch INTEGER NOT NULL, idx INTEGER NOT NULL, target INTEGER NOT NULL,
     label INTEGER NOT NULL, clean_pred INTEGER NOT NULL, adv_pred INTEGER NOT NULL,
-    l0 REAL NOT NULL, l2 REAL NOT NULL, linf REAL NOT NULL, x_norm REAL NOT NULL,
+    l0 REAL NOT NULL, l2 REAL NOT NULL, linf REAL NOT NULL, attack_norm REAL NOT NULL, x_norm REAL NOT NULL,
     PRIMARY KEY (cell_key, idx, target)
 );
 """
-COLUMNS = ("idx", "target", "label", "clean_pred", "adv_pred", "l0", "l2", "linf", "x_norm")
+COLUMNS = ("idx", "target", "label", "clean_pred", "adv_pred", "l0", "l2", "linf", "attack_norm", "x_norm")
 
 
 @dataclass(frozen=True)
@@ -44,8 +44,10 @@ class BatchResult:
     """Per-point outcomes of one batch (or cell): numpy arrays of equal length.
 
     ``l0``/``l2``/``linf`` are the norms of the perturbation the attack returned
-    (``inf`` where a minimal-norm search found no adversarial); ``x_norm`` is the clean
-    image's norm in the attack's norm (for DeepFool's relative perturbation).
+    (``inf`` where a minimal-norm search found no adversarial); ``attack_norm`` is the
+    size in the attack's own measure (the pixel norm, a deformation's field norm, or the
+    noise scale); ``x_norm`` is the clean image's norm in the attack's norm (for
+    DeepFool's relative perturbation).
     """
 
     idx: np.ndarray
@@ -56,11 +58,12 @@ class BatchResult:
     l0: np.ndarray
     l2: np.ndarray
     linf: np.ndarray
+    attack_norm: np.ndarray
     x_norm: np.ndarray
 
     def norm(self, name: str) -> np.ndarray:
-        """The perturbation norms in ``l0``, ``l2`` or ``linf``."""
-        return {"l0": self.l0, "l2": self.l2, "linf": self.linf}[name]
+        """The perturbation norms in ``l0``, ``l2`` or ``linf``, else the attack's own."""
+        return {"l0": self.l0, "l2": self.l2, "linf": self.linf}.get(name, self.attack_norm)
 
     def take(self, mask: np.ndarray) -> BatchResult:
         return BatchResult(**{f.name: getattr(self, f.name)[mask] for f in fields(self)})
@@ -131,11 +134,12 @@ class ResultStore:
         """Store one batch atomically (points and the batch marker in one transaction)."""
         arrays = [getattr(result, c) for c in COLUMNS]
         rows = [
-            (cell_key, batch, int(i), int(t), int(lab), int(c), int(a), float(l0), float(l2), float(li), float(xn))
-            for i, t, lab, c, a, l0, l2, li, xn in zip(*arrays, strict=True)
+            (cell_key, batch, int(i), int(t), int(lab), int(c), int(a), float(l0), float(l2), float(li), float(an),
+             float(xn))
+            for i, t, lab, c, a, l0, l2, li, an, xn in zip(*arrays, strict=True)
         ]
         with self._conn:
-            self._conn.executemany("INSERT OR REPLACE INTO samples VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+            self._conn.executemany("INSERT OR REPLACE INTO samples VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
             self._conn.execute(
                 "INSERT OR REPLACE INTO batches VALUES (?, ?, ?, ?, ?)",
                 (cell_key, batch, cost.seconds, cost.forward, cost.backward),

@@ -11,6 +11,7 @@ from itertools import groupby
 import numpy as np
 import pandas as pd
 
+from robeval.attacks.base import BALL_NORMS
 from robeval.eval.cells import Cell
 from robeval.results.store import BatchResult, Cost, ResultStore
 from robeval.version import __version__
@@ -54,13 +55,16 @@ def success(s: BatchResult) -> np.ndarray:
 def cell_costs(store: ResultStore, cells: list[Cell]) -> dict[str, Cost]:
     """The work each cell's number took: for a budgeted attack the running total along
     its eps grid (the adversarials of smaller eps are reused), for a minimal-norm attack
-    the whole search (every eps is read off it). Keyed by ``cell.key``."""
+    the whole search (every eps is read off it), for a non-nested attack its own work.
+    Keyed by ``cell.key``."""
     costs: dict[str, Cost] = {}
     for _, group in groupby(cells, key=lambda c: (c.model, c.attack)):
         total = Cost()
         for cell in group:
             if cell.minimal:
                 costs[cell.key] = store.cell_cost(cell.store_key)
+            elif not cell.nested:
+                costs[cell.key] = store.cell_cost(cell.key)
             else:
                 total = total + store.cell_cost(cell.key)
                 costs[cell.key] = total
@@ -84,7 +88,7 @@ def results_frame(store: ResultStore, cells: list[Cell], stored: dict[str, Batch
             "clean_acc": float(np.mean(clean_ok)) if count else np.nan,
             "robust_acc": float(np.mean(s.adv_pred == s.label)) if count else np.nan,
             "target_success": float(hit.sum() / clean_ok.sum()) if cell.target and clean_ok.any() else np.nan,
-            "mean_rel_perturbation": _mean_relative(s, cell, hit) if cell.minimal else np.nan,
+            "mean_rel_perturbation": _mean_relative(s, cell, hit) if cell.minimal and cell.norm in BALL_NORMS else np.nan,
             "forward_passes": cost.forward, "backward_passes": cost.backward,
             "seconds": round(cost.seconds, 4),
             "robeval_version": __version__, "seed": cell.seed, "cell_key": cell.key,

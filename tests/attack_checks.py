@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from robeval.attacks.base import perturbation_norms
+from robeval.attacks.base import BALL_NORMS, Deformation, field_norms, perturbation_norms
 
 TOL = 1e-5
 
@@ -21,15 +21,27 @@ def accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
 
 
 def run_attack(attack, model: nn.Module, x: Tensor, y: Tensor, eps: float, seed: int = 0) -> Tensor:
-    return attack(model, x, y, eps=eps, generator=torch.Generator().manual_seed(seed))
+    """The adversarial images (a deformation attack's images without its field)."""
+    result = attack(model, x, y, eps=eps, generator=torch.Generator().manual_seed(seed))
+    return result.x_adv if isinstance(result, Deformation) else result
+
+
+def size(attack, x: Tensor, result) -> Tensor:
+    """Each point's size in the attack's measure (``scale`` attacks have none: zeros)."""
+    if isinstance(result, Deformation):
+        return field_norms(result.field) if attack.norm == "field" else perturbation_norms(result.x_adv - x, attack.norm)
+    if attack.norm in BALL_NORMS:
+        return perturbation_norms(result - x, attack.norm)
+    return torch.zeros(len(x))
 
 
 def check_budget_and_box(attack, model, x, y, eps: float) -> None:
-    x_adv = run_attack(attack, model, x, y, eps)
+    result = attack(model, x, y, eps=eps, generator=torch.Generator().manual_seed(0))
+    x_adv = result.x_adv if isinstance(result, Deformation) else result
     assert x_adv.shape == x.shape, "shape changed"
     assert torch.isfinite(x_adv).all(), "NaN or inf in adversarials"
     assert float(x_adv.min()) >= -TOL and float(x_adv.max()) <= 1 + TOL, "left the [0,1] box"
-    worst = float(perturbation_norms(x_adv - x, attack.norm).max())
+    worst = float(size(attack, x, result).max())
     assert worst <= eps * (1 + TOL) + TOL, f"{attack.norm} perturbation {worst} > eps {eps}"
 
 
@@ -78,7 +90,7 @@ def check_targeted(attack, model, x, y, eps: float) -> None:
     and the budget and box still hold."""
     target = (y + 1) % 10
     x_adv = attack(model, x, y, eps=eps, generator=torch.Generator().manual_seed(0), target=target)
-    worst = float(perturbation_norms(x_adv - x, attack.norm).max())
+    worst = float(size(attack, x, x_adv).max())
     assert worst <= eps * (1 + TOL) + TOL, f"{attack.norm} perturbation {worst} > eps {eps}"
     assert float(x_adv.min()) >= -TOL and float(x_adv.max()) <= 1 + TOL, "left the [0,1] box"
     with torch.no_grad():

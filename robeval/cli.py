@@ -157,3 +157,53 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+@app.command()
+def spectrum(
+    model: Annotated[str, typer.Argument(help="Checkpoint (or other model source) to attack.")],
+    eps: Annotated[str, typer.Option(help="One budget, e.g. 8/255.")],
+    attack: Annotated[str, typer.Option(help="Attack NAME or NAME:key=value.")] = "pgd",
+    dataset: Annotated[str | None, typer.Option(help="Data set; default: the one recorded in the checkpoint.")] = None,
+    n: Annotated[int, typer.Option(help="Seeded test subset size.")] = 500,
+    seed: Annotated[int, typer.Option()] = 0,
+    batch_size: Annotated[int, typer.Option()] = 256,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    data_root: Annotated[str | None, typer.Option(help="Folder holding local data sets.")] = None,
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("results/spectrum"),
+) -> None:
+    """Average log-amplitude spectra of natural vs adversarial images, their difference
+    and the perturbations' power spectrum (spectrum.png, spectrum.npz)."""
+    with user_errors():
+        from robeval.analysis.spectrum import spectrum_analysis, write_spectrum
+        from robeval.attacks import get as get_attack
+        from robeval.data import dataset_info, load_dataset
+        from robeval.device import resolve_device
+        from robeval.models import load_model
+        from robeval.params import parse_eps_list
+
+        budgets = parse_eps_list(eps)
+        if len(budgets) != 1 or math.isinf(budgets[0]):
+            raise RobevalError(f"--eps takes one finite budget, not {eps!r}")
+        attack_obj = get_attack(attack)
+        resolved = resolve_device(device)
+        loaded = load_model(model, device=resolved)
+        if dataset is None:
+            if loaded.meta is None:
+                raise RobevalError("cannot tell which data set to use; pass --dataset NAME (see `robeval ls datasets`)")
+            dataset = loaded.meta.dataset
+        info = dataset_info(dataset, root=data_root)
+        if loaded.meta is not None and tuple(loaded.meta.input_shape) != tuple(info.input_shape):
+            raise RobevalError(
+                f"model {loaded.name!r} was trained on inputs of shape {tuple(loaded.meta.input_shape)} but "
+                f"{dataset} gives {tuple(info.input_shape)}; pass the matching --dataset"
+            )
+        x, y = load_dataset(dataset, split="test", n=n, seed=seed, root=data_root)
+        result = spectrum_analysis(loaded.model, x, y, attack_obj, budgets[0], batch_size=batch_size,
+                                   device=resolved, seed=seed)
+        png, npz = write_spectrum(result, out)
+        out_console.print(
+            f"{result.attack} eps={result.eps:g}, n={result.n}: accuracy {100 * result.clean_accuracy:.1f}% clean, "
+            f"{100 * result.adversarial_accuracy:.1f}% adversarial", highlight=False,
+        )
+        out_console.print(f"wrote {png} and {npz}", highlight=False)

@@ -3,7 +3,7 @@
 attacks`` lists them. Budgeted and minimal-norm attacks: see :mod:`robeval.attacks.base`.
 """
 
-from robeval.attacks import cw, deepfool, fgsm, pgd  # noqa: F401  (registers the attacks)
+from robeval.attacks import adef, cw, deepfool, fgsm, fourier, noise, pgd, saltpepper  # noqa: F401  (registers)
 from robeval.attacks.base import Attack, Norm, perturbation_norms
 from robeval.attacks.registry import attacks, canonical_name, get
 

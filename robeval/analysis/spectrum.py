@@ -1,0 +1,165 @@
+"""Average Fourier spectra of natural images, their adversarial examples and the
+perturbations: local-response-differences Fig. 2 (average log-amplitude spectra of
+natural and adversarial images and their difference ``log|adv| - log|nat|``) and Absum
+Fig. 7 (power spectra of the perturbations, averaged over images and channels).
+
+Every spectrum is the unnormalised 2-D DFT of each channel (``torch.fft.fft2``) shifted
+so that the DC term sits at the centre ``(H // 2, W // 2)`` (``fftshift``) and the corners
+are the highest frequencies, as both papers draw them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+import robeval.attacks.fourier  # noqa: F401  (registers sfa, lowpass, highpass for spec strings)
+from robeval.atomic import atomic_open
+from robeval.attacks import canonical_name
+from robeval.attacks import get as get_attack
+from robeval.attacks.base import Deformation
+from robeval.device import resolve_device
+from robeval.eval.runner import eval_mode
+from robeval.results.plots import _save
+
+#: Added to amplitudes before the logarithm so that exactly-zero frequencies (constant
+#: images, exact single modes) give a finite ``log(1e-8) ~ -18.4`` instead of ``-inf``.
+LOG_FLOOR = 1e-8
+
+SPECTRUM_PNG = "spectrum.png"
+SPECTRUM_NPZ = "spectrum.npz"
+
+
+def _shifted_spectrum(x: Tensor) -> Tensor:
+    return torch.fft.fftshift(torch.fft.fft2(x.detach().double()), dim=(-2, -1))
+
+
+def average_log_amplitude(x: Tensor) -> Tensor:
+    """``mean over images and channels of log(|fftshift(fft2(x))| + LOG_FLOOR)``, an
+    ``(H, W)`` float64 tensor (local-response-differences Fig. 2: the average of the
+    logarithmic amplitude, not the logarithm of the average amplitude; natural log)."""
+    amplitude = _shifted_spectrum(x).abs()
+    return torch.log(amplitude + LOG_FLOOR).reshape(-1, *x.shape[-2:]).mean(dim=0)
+
+
+def average_power(x: Tensor) -> Tensor:
+    """``mean over images and channels of |fftshift(fft2(x))|^2``, ``(H, W)`` float64:
+    the power spectrum of Absum Fig. 7 (there of PGD perturbations)."""
+    power = _shifted_spectrum(x).abs() ** 2
+    return power.reshape(-1, *x.shape[-2:]).mean(dim=0)
+
+
+@dataclass(frozen=True)
+class Spectrum:
+    """The spectra of one attack run (all ``(H, W)`` numpy float64 arrays).
+
+    ``clean`` and ``adversarial``: average log-amplitude spectra of the natural and the
+    adversarial images; ``difference = adversarial - clean`` (``log(|adv| / |nat|)`` in
+    the geometric-mean sense; > 0 where the adversarial images have more of that
+    frequency); ``perturbation``: the average power spectrum of ``x_adv - x`` (Absum
+    Fig. 7), drawn on a log scale.
+    """
+
+    clean: np.ndarray
+    adversarial: np.ndarray
+    difference: np.ndarray
+    perturbation: np.ndarray
+    attack: str
+    eps: float
+    n: int
+    clean_accuracy: float
+    adversarial_accuracy: float
+
+    def arrays(self) -> dict[str, Any]:
+        return {
+            "clean": self.clean, "adversarial": self.adversarial, "difference": self.difference,
+            "perturbation": self.perturbation, "attack": np.array(self.attack), "eps": np.array(self.eps),
+            "n": np.array(self.n), "clean_accuracy": np.array(self.clean_accuracy),
+            "adversarial_accuracy": np.array(self.adversarial_accuracy),
+        }
+
+
+def spectrum_analysis(
+    model: nn.Module, x: Tensor, y: Tensor, attack: Any, eps: float, *, batch_size: int = 256,
+    device: torch.device | str = "cpu", seed: int = 0,
+) -> Spectrum:
+    """Attack ``x`` (CPU, [0, 1]) at ``eps`` in batches and compare the spectra.
+
+    ``attack`` is an attack object or a spec string (``"pgd:steps=20"``); random attacks
+    draw from a generator seeded with ``seed``. Every image enters the averages (local-
+    response-differences Fig. 2 uses all 1000 test images), also those the model gets
+    wrong or the attack does not fool. The model's mode and parameters are left as they
+    were.
+    """
+    device = resolve_device(device)
+    attack_obj = get_attack(attack) if isinstance(attack, str) else attack
+    generator = torch.Generator().manual_seed(int(seed))
+    adversarial: list[Tensor] = []
+    clean_correct = adv_correct = 0
+    with eval_mode(model):
+        for start in range(0, len(x), batch_size):
+            xb = x[start : start + batch_size].to(device)
+            yb = y[start : start + batch_size].to(device)
+            result = attack_obj(model, xb, yb, eps=eps, generator=generator)
+            x_adv = (result.x_adv if isinstance(result, Deformation) else result).detach()
+            with torch.no_grad():
+                clean_correct += int((model(xb).argmax(1) == yb).sum())
+                adv_correct += int((model(x_adv).argmax(1) == yb).sum())
+            adversarial.append(x_adv.cpu())
+    x_adv_all = torch.cat(adversarial).to(x.dtype)
+    clean = average_log_amplitude(x)
+    adv = average_log_amplitude(x_adv_all)
+    n = len(x)
+    return Spectrum(
+        clean=clean.numpy(), adversarial=adv.numpy(), difference=(adv - clean).numpy(),
+        perturbation=average_power(x_adv_all - x).numpy(), attack=canonical_name(attack_obj),
+        eps=float(eps), n=n, clean_accuracy=clean_correct / max(n, 1),
+        adversarial_accuracy=adv_correct / max(n, 1),
+    )
+
+
+def plot_spectrum(spectrum: Spectrum, path: Path | str) -> Path:
+    """Four panels: natural, adversarial (shared colour scale), their difference
+    (diverging, centred at 0) and the perturbation's power (log10)."""
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.6))
+    low = float(min(spectrum.clean.min(), spectrum.adversarial.min()))
+    high = float(max(spectrum.clean.max(), spectrum.adversarial.max()))
+    bound = float(np.abs(spectrum.difference).max()) or 1.0
+    panels = [
+        (spectrum.clean, "natural: mean log|F|", {"cmap": "jet", "vmin": low, "vmax": high}),
+        (spectrum.adversarial, "adversarial: mean log|F|", {"cmap": "jet", "vmin": low, "vmax": high}),
+        (spectrum.difference, "difference: adv − nat", {"cmap": "bwr", "vmin": -bound, "vmax": bound}),
+        (np.log10(spectrum.perturbation + LOG_FLOOR**2), "perturbation: log10 mean |F|²", {"cmap": "jet"}),
+    ]
+    for ax, (values, title, style) in zip(axes, panels, strict=True):
+        image = ax.imshow(values, **style)
+        ax.set_title(title, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    fig.suptitle(
+        f"{spectrum.attack} eps={spectrum.eps:.4g}, n={spectrum.n}: accuracy "
+        f"{100 * spectrum.clean_accuracy:.1f}% clean, {100 * spectrum.adversarial_accuracy:.1f}% adversarial",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    return _save(fig, Path(path))
+
+
+def write_spectrum(spectrum: Spectrum, out: Path | str) -> tuple[Path, Path]:
+    """Write ``out/spectrum.npz`` (the arrays and scalars) and ``out/spectrum.png``."""
+    out = Path(out)
+    npz = out / SPECTRUM_NPZ
+    with atomic_open(npz, "wb") as handle:
+        np.savez(handle, **spectrum.arrays())
+    png = plot_spectrum(spectrum, out / SPECTRUM_PNG)
+    return png, npz

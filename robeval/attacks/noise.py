@@ -1,0 +1,407 @@
+"""Random-noise attacks, worst of K draws: uniform (the RAND baseline), i.i.d. Gaussian, and
+long-range-correlated Gaussian noise (LRC; Roth, Nowozin, Lucchi and Hofmann, "Adversarially
+Robust Training through Structured Gradient Regularization", 2018, Sec. 4.3).
+
+All three are budgeted, untargeted, gradient-free and *not nested* (``nested = False``):
+noise of scale ``eps`` is not an answer at a larger ``eps``, so the runner attacks every
+point at every eps.
+
+Worst of K. Each point gets ``samples`` noise draws; the answer is the first draw (in draw
+order) that the model misclassifies (prediction != ``y``), else the last draw. The draws
+are made sample-major: draw ``k`` is one call of the sampler for the whole batch, made
+before draw ``k + 1``, and every draw covers every point of the batch (also the points
+already fooled), so draw ``k`` of point ``i`` depends on the seed, ``k`` and the batch
+shape only. Hence the first ``K`` draws of a ``K' > K`` run are those of the ``K`` run: a
+point fooled with ``K`` draws is fooled with ``K'`` by the very same image, and accuracy
+never rises with ``samples``. The draws are evaluated in chunks (several draws at once,
+only for the points not yet fooled), and the loop stops once every point is fooled.
+
+Randomness comes from ``generator`` (the global CPU RNG when ``None``), is drawn and
+transformed on the CPU and moved to the input's device, so a seed gives the same result on
+every device. ``x_adv = clip(x + noise, 0, 1)``; ``eps == 0`` returns ``x.clone()``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from robeval.attacks.registry import attacks
+
+# Elements (draws x points x entries) held at once while evaluating the worst of K.
+_ELEMENT_BUDGET = 1 << 24
+_MAX_ROWS = 8192  # images per forward pass
+# Spatial grids with at most this many pixels are sampled through the exact dense
+# Cholesky factor; larger ones through circulant embedding (FFT).
+DENSE_MAX_PIXELS = 4096
+# Circulant embedding: the torus side starts at twice the image side and doubles while
+# negative eigenvalues remain, up to this many torus entries; the rest are clamped to 0.
+_MAX_TORUS = 1 << 22
+_NEG_TOL = 1e-10  # eigenvalues above -_NEG_TOL * max count as non-negative
+
+
+def channel_covariance(channels: int) -> Tensor:
+    """The LRC channel covariance: 1 on the diagonal, 0.5 off it (float64, ``C x C``)."""
+    return 0.5 * torch.ones(channels, channels, dtype=torch.float64) + 0.5 * torch.eye(
+        channels, dtype=torch.float64
+    )
+
+
+def spatial_covariance(height: int, width: int, zeta: float) -> Tensor:
+    """``exp(-r / zeta)`` between the pixels of an ``H x W`` grid (row-major), ``r`` the exact
+    Euclidean pixel distance (float64, ``HW x HW``)."""
+    ii, jj = torch.meshgrid(
+        torch.arange(height, dtype=torch.float64), torch.arange(width, dtype=torch.float64),
+        indexing="ij",
+    )
+    pos = torch.stack([ii.flatten(), jj.flatten()], dim=1)
+    return torch.exp(-torch.cdist(pos, pos) / zeta)
+
+
+def dense_covariance(shape: tuple[int, ...], zeta: float) -> Tensor:
+    """The exact LRC covariance of an image of ``shape`` ``(C, H, W)`` (or ``(H, W)``), in the
+    order of ``x.flatten()``: ``exp(-r/zeta)`` within a channel, ``0.5 exp(-r/zeta)``
+    across channels (``kron(channel_covariance, spatial_covariance)``). For tests and small
+    images only: it has ``(CHW)^2`` entries."""
+    channels, height, width = _chw(shape)
+    return torch.kron(channel_covariance(channels), spatial_covariance(height, width, zeta))
+
+
+def covariance_factor(cov: Tensor) -> Tensor:
+    """``L`` with ``L L^T = cov`` for a symmetric positive semi-definite ``cov`` (float64):
+    ``V sqrt(max(w, 0))`` from ``eigh``, which also handles singular data covariances."""
+    w, v = torch.linalg.eigh(cov.double())
+    return v * w.clamp_min(0).sqrt()
+
+
+def sample_from_covariance(
+    cov: Tensor, n: int, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32
+) -> Tensor:
+    """``n`` draws from ``N(0, cov)`` (shape ``(n, D)``), the dense reference sampler."""
+    factor = covariance_factor(cov).to(dtype)
+    z = torch.randn((n, factor.shape[1]), generator=generator, dtype=dtype)
+    return z @ factor.T
+
+
+def dense_sample(
+    shape: tuple[int, ...], zeta: float, n: int, generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    """``n`` LRC draws of ``shape`` from the full dense covariance (reference, small images)."""
+    return sample_from_covariance(dense_covariance(shape, zeta), n, generator, dtype).view(n, *shape)
+
+
+def estimate_covariance(x: Tensor, normalize: bool = True) -> Tensor:
+    """The (centred) covariance of the images ``x`` (``(N, ...)``), ``D x D`` float64, ``D`` the
+    entries per image; with ``normalize`` rescaled so its mean diagonal entry is 1, like the
+    LRC covariance function, so that ``eps`` keeps meaning the per-entry noise std (SGR,
+    Sec. 3.3, also standardises its covariance)."""
+    flat = x.detach().flatten(1).double().cpu()
+    if flat.shape[0] < 2:
+        raise ValueError("need at least two images to estimate a covariance")
+    flat = flat - flat.mean(dim=0)
+    cov = flat.T @ flat / (flat.shape[0] - 1)
+    if normalize:
+        scale = float(cov.diagonal().mean())
+        if scale <= 0:
+            raise ValueError("the images do not vary; their covariance is zero")
+        cov = cov / scale
+    return cov
+
+
+def _torus_kernel(m: int, n: int, zeta: float) -> Tensor:
+    i = torch.arange(m, dtype=torch.float64)
+    j = torch.arange(n, dtype=torch.float64)
+    di, dj = torch.minimum(i, m - i), torch.minimum(j, n - j)
+    return torch.exp(-torch.sqrt(di[:, None] ** 2 + dj[None, :] ** 2) / zeta)
+
+
+@lru_cache(maxsize=32)
+def circulant_embedding(height: int, width: int, zeta: float) -> tuple[Tensor, Tensor]:
+    """Eigenvalues of the stationary kernel ``exp(-r/zeta)`` embedded in a torus ``M x N``.
+
+    The torus starts at ``2H x 2W`` (distances wrap around, so every displacement inside the
+    image is represented exactly) and doubles while eigenvalues below ``-1e-10 * max``
+    remain (the exponential kernel needs a torus side of about ``16 zeta``), up to
+    ``2^22`` entries. Remaining negative eigenvalues are clamped to 0, which makes the
+    realised covariance ``ifft2(max(lambda, 0))`` differ from the target; see
+    :func:`circulant_embedding_error`. Returns ``(lambda, clamped lambda)``, float64.
+    """
+    m, n = 2 * height, 2 * width
+    while True:
+        lam = torch.fft.fft2(_torus_kernel(m, n, zeta)).real
+        if float(lam.min()) >= -_NEG_TOL * float(lam.max()) or 4 * m * n > _MAX_TORUS:
+            return lam, lam.clamp_min(0)
+        m, n = 2 * m, 2 * n
+
+
+def circulant_embedding_error(height: int, width: int, zeta: float) -> float:
+    """Max abs difference between the covariance the FFT sampler realises and
+    ``exp(-r/zeta)``, over all displacements inside an ``H x W`` image (0 up to rounding
+    when no eigenvalue had to be clamped)."""
+    lam, clamped = circulant_embedding(height, width, zeta)
+    m, n = lam.shape
+    err = torch.fft.ifft2(clamped).real - _torus_kernel(m, n, zeta)
+    rows = torch.cat([torch.arange(height), torch.arange(m - height + 1, m)])
+    cols = torch.cat([torch.arange(width), torch.arange(n - width + 1, n)])
+    return float(err[rows][:, cols].abs().max())
+
+
+def fft_spatial_sample(
+    n: int, height: int, width: int, zeta: float, generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    """``n`` draws ``(n, H, W)`` of the stationary field with covariance ``exp(-r/zeta)`` by
+    circulant embedding, with memory ``O(n M N)`` (no dense matrix).
+
+    Real white noise ``z`` on the ``M x N`` torus, ``Y = fft2(sqrt(lambda / MN) z)``; then
+    ``Re Y - Im Y`` (the Hartley transform of the scaled noise) has exactly the circulant
+    covariance, and its ``H x W`` corner the target one (up to the clamping of
+    :func:`circulant_embedding`)."""
+    _, clamped = circulant_embedding(height, width, zeta)
+    m, k = clamped.shape
+    scale = (clamped / (m * k)).sqrt().to(dtype)
+    z = torch.randn((n, m, k), generator=generator, dtype=dtype)
+    y = torch.fft.fft2(z * scale)
+    return (y.real - y.imag)[:, :height, :width].contiguous()
+
+
+@lru_cache(maxsize=32)
+def _dense_spatial_factor(height: int, width: int, zeta: float) -> Tensor:
+    return covariance_factor(spatial_covariance(height, width, zeta))
+
+
+def lrc_sample(
+    shape: tuple[int, ...], n: int, zeta: float, generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float32, method: str = "auto",
+) -> Tensor:
+    """``n`` LRC draws of ``shape`` (``(C, H, W)`` or ``(H, W)``), unit variance per entry.
+
+    The covariance is a Kronecker product, channel covariance (1 on, 0.5 off the diagonal)
+    times the spatial ``exp(-r/zeta)``: each channel gets an independent spatial field, and
+    the channel vectors are then mixed by the Cholesky factor of the channel covariance.
+    The spatial field comes from the exact dense factor (``method="dense"``) or from
+    circulant embedding (``"fft"``); ``"auto"`` takes dense up to
+    :data:`DENSE_MAX_PIXELS` pixels, FFT beyond. Drawn on the CPU.
+    """
+    channels, height, width = _chw(shape)
+    if method == "auto":
+        method = "dense" if height * width <= DENSE_MAX_PIXELS else "fft"
+    if method == "dense":
+        factor = _dense_spatial_factor(height, width, zeta).to(dtype)
+        z = torch.randn((n * channels, height * width), generator=generator, dtype=dtype)
+        fields = (z @ factor.T).view(n, channels, height, width)
+    elif method == "fft":
+        fields = fft_spatial_sample(n * channels, height, width, zeta, generator, dtype)
+        fields = fields.view(n, channels, height, width)
+    else:
+        raise ValueError(f"method must be 'auto', 'dense' or 'fft'; got {method!r}")
+    if channels > 1:
+        mix = torch.linalg.cholesky(channel_covariance(channels)).to(dtype)
+        fields = torch.einsum("cd,ndhw->nchw", mix, fields)
+    return fields.reshape(n, *shape)
+
+
+def _chw(shape: tuple[int, ...]) -> tuple[int, int, int]:
+    if len(shape) == 3:
+        return int(shape[0]), int(shape[1]), int(shape[2])
+    if len(shape) == 2:
+        return 1, int(shape[0]), int(shape[1])
+    raise ValueError(f"LRC noise needs images of shape (C, H, W) or (H, W); got {tuple(shape)}")
+
+
+def _predict(model: nn.Module, x: Tensor, rows: int) -> Tensor:
+    return torch.cat([model(chunk).argmax(1) for chunk in x.split(rows)])
+
+
+def worst_of_k(
+    model: nn.Module, x: Tensor, y: Tensor, samples: int, draw: Callable[[], Tensor]
+) -> Tensor:
+    """Per point, the first of ``samples`` noisy images ``clip(x + draw(), 0, 1)`` that the
+    model misclassifies, else the last (see the module docstring). ``draw()`` returns one
+    noise draw for the whole batch, on ``x``'s device."""
+    n = x.shape[0]
+    out = x.clone()
+    if n == 0:
+        return out
+    rows = max(1, min(_MAX_ROWS, _ELEMENT_BUDGET // max(1, x[0].numel())))
+    per_chunk = max(1, rows // n)
+    todo = torch.arange(n, device=x.device)
+    done = 0
+    with torch.no_grad():
+        while done < samples and len(todo) > 0:
+            b = min(samples - done, per_chunk)
+            noise = torch.stack([draw() for _ in range(b)])  # (b, N, ...), draw order
+            cand = (x[todo].unsqueeze(0) + noise[:, todo]).clamp_(0.0, 1.0)
+            pred = _predict(model, cand.flatten(0, 1), rows).view(b, len(todo))
+            fooled = pred != y[todo].unsqueeze(0)
+            hit = fooled.any(dim=0)
+            first = fooled.to(torch.int8).argmax(dim=0)  # the first True along the draws
+            idx = hit.nonzero().flatten()
+            out[todo[idx]] = cand[first[idx], idx]
+            done += b
+            if done >= samples:
+                miss = (~hit).nonzero().flatten()
+                out[todo[miss]] = cand[-1, miss]
+            todo = todo[~hit]
+    return out
+
+
+def _check_eps(eps: float) -> None:
+    if not (eps >= 0 and math.isfinite(eps)):
+        raise ValueError(f"eps must be finite and >= 0; got {eps}")
+
+
+class _WorstOfK:
+    """The shared call of the noise attacks: ``draw`` gives one noise tensor per point."""
+
+    minimal: ClassVar[bool] = False
+    targeted: ClassVar[bool] = False
+    nested: ClassVar[bool] = False
+    samples: int
+
+    def draw(self, like: Tensor, eps: float, generator: torch.Generator | None) -> Tensor:
+        raise NotImplementedError
+
+    def __call__(
+        self, model: nn.Module, x: Tensor, y: Tensor, *, eps: float,
+        generator: torch.Generator | None = None, target: Tensor | None = None,
+    ) -> Tensor:
+        if target is not None:
+            raise ValueError(f"{type(self).__name__} is untargeted; target must be None")
+        _check_eps(eps)
+        x0 = x.detach()
+        if eps == 0:
+            return x0.clone()
+        return worst_of_k(model, x0, y, self.samples, lambda: self.draw(x0, eps, generator))
+
+    def _check_samples(self) -> None:
+        if self.samples < 1:
+            raise ValueError(f"samples must be >= 1; got {self.samples}")
+
+
+@attacks.register("uniform")
+@dataclass(frozen=True, kw_only=True)
+class Uniform(_WorstOfK):
+    """Uniform noise ``U(-eps, eps)`` per entry, worst of ``samples`` draws: the RAND
+    baseline of SGR (Table 1, "uniform random noise baseline", eps in units of 1/255 there;
+    here on the [0, 1] scale). ``norm = "linf"``: ``x_adv`` stays in the L-inf eps-ball
+    (and the box, after clipping).
+
+    The paper gives no number of draws for RAND; ``samples=100`` matches the LRC
+    worst-of-100 attack, so RAND and LRC compare at the same K. ``samples=1`` is a single
+    draw (the plain random baseline)."""
+
+    name: ClassVar[str] = "uniform"
+    norm: ClassVar[str] = "linf"
+    samples: int = 100
+
+    def __post_init__(self) -> None:
+        self._check_samples()
+
+    def draw(self, like: Tensor, eps: float, generator: torch.Generator | None) -> Tensor:
+        u = torch.rand(like.shape, generator=generator, dtype=like.dtype)
+        return ((u * 2 - 1) * eps).to(like.device)
+
+
+@attacks.register("gaussian")
+@dataclass(frozen=True, kw_only=True)
+class Gaussian(_WorstOfK):
+    """I.i.d. Gaussian noise ``N(0, eps^2)`` per entry, worst of ``samples`` draws (the
+    structure-free counterpart of LRC: LRC with ``zeta -> 0`` and no channel correlation).
+    ``norm = "scale"``: eps is the noise's std, not a bound; only the box is enforced."""
+
+    name: ClassVar[str] = "gaussian"
+    norm: ClassVar[str] = "scale"
+    samples: int = 100
+
+    def __post_init__(self) -> None:
+        self._check_samples()
+
+    def draw(self, like: Tensor, eps: float, generator: torch.Generator | None) -> Tensor:
+        return (torch.randn(like.shape, generator=generator, dtype=like.dtype) * eps).to(like.device)
+
+
+@attacks.register("lrc")
+@dataclass(frozen=True, kw_only=True)
+class LRC(_WorstOfK):
+    """Long-range-correlated Gaussian noise, worst of ``samples`` draws (SGR, Sec. 4.3).
+
+    ``noise = eps * xi``, ``xi ~ N(0, Sigma)`` with ``Sigma[(c,i,j), (c',i',j')] =
+    exp(-r/zeta)`` for ``c == c'`` and ``0.5 exp(-r/zeta)`` otherwise, ``r =
+    ||(i,j) - (i',j')||_2`` the exact pixel distance (the paper rounds distances only in
+    the memory-efficient SGR *regulariser*, Sec. 3.3, not in the attack's covariance
+    function; rounding would also spoil positive definiteness). Unit variance per entry,
+    so eps is the per-entry std; ``norm = "scale"``. The paper: worst of 100, ``zeta`` in
+    {1, 2, 4, 8, 16}, eps in [0.01, 0.7], mainly ``zeta = 8``; defaults ``zeta=8``,
+    ``samples=100``.
+
+    Sampling (:func:`lrc_sample`): Kronecker structure, exact dense spatial factor up to
+    :data:`DENSE_MAX_PIXELS` pixels, circulant embedding (FFT) beyond, so no ``CHW x CHW``
+    matrix is built for large images. For the data-set covariance variant of the paper
+    use :meth:`from_data` (Python API only).
+    """
+
+    name: ClassVar[str] = "lrc"
+    norm: ClassVar[str] = "scale"
+    zeta: float = 8.0
+    samples: int = 100
+
+    def __post_init__(self) -> None:
+        self._check_samples()
+        if not (self.zeta > 0 and math.isfinite(self.zeta)):
+            raise ValueError(f"zeta must be finite and > 0; got {self.zeta}")
+
+    def draw(self, like: Tensor, eps: float, generator: torch.Generator | None) -> Tensor:
+        xi = lrc_sample(tuple(like.shape[1:]), like.shape[0], self.zeta, generator, like.dtype)
+        return (xi * eps).to(like.device)
+
+    @staticmethod
+    def from_data(x: Tensor, *, samples: int = 100, normalize: bool = True) -> CovarianceNoise:
+        """The LRC attack with the covariance estimated from images ``x`` (SGR, Sec. 4.3, last
+        paragraph: "the covariance matrix computed from the CIFAR10 training set"); see
+        :func:`estimate_covariance`. Dense: for images of up to a few thousand entries."""
+        return CovarianceNoise.from_covariance(
+            estimate_covariance(x, normalize), tuple(x.shape[1:]), samples=samples
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class CovarianceNoise(_WorstOfK):
+    """Gaussian noise ``eps * N(0, cov)`` for a given dense covariance, worst of ``samples``.
+    Not registered (it needs a matrix); build it with :meth:`from_covariance` or
+    :meth:`LRC.from_data`."""
+
+    name: ClassVar[str] = "lrc-data"
+    norm: ClassVar[str] = "scale"
+    samples: int = 100
+
+    def __post_init__(self) -> None:
+        self._check_samples()
+
+    @classmethod
+    def from_covariance(
+        cls, cov: Tensor, shape: tuple[int, ...], *, samples: int = 100
+    ) -> CovarianceNoise:
+        dim = math.prod(shape)
+        if cov.shape != (dim, dim):
+            raise ValueError(f"covariance must be {dim} x {dim} for images of shape {shape}")
+        attack = cls(samples=samples)
+        object.__setattr__(attack, "_factor", covariance_factor(cov))
+        object.__setattr__(attack, "_shape", tuple(shape))
+        return attack
+
+    def draw(self, like: Tensor, eps: float, generator: torch.Generator | None) -> Tensor:
+        factor = getattr(self, "_factor", None)
+        if factor is None:
+            raise ValueError("CovarianceNoise needs a covariance; use CovarianceNoise.from_covariance")
+        if tuple(like.shape[1:]) != self._shape:  # type: ignore[attr-defined]
+            raise ValueError(f"images of shape {tuple(like.shape[1:])}, covariance for {self._shape}")  # type: ignore[attr-defined]
+        z = torch.randn((like.shape[0], factor.shape[1]), generator=generator, dtype=like.dtype)
+        return ((z @ factor.T.to(like.dtype)) * eps).view(like.shape).to(like.device)

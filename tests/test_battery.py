@@ -286,3 +286,63 @@ def test_non_nested_attacks_attack_every_clean_correct_point_at_every_eps(digits
     attacked = s[s.clean_pred == s.label]
     assert np.allclose(attacked["perturbation_norm"], attacked["eps"]), "the scale is the recorded size"
     assert len({*df["cell_key"]}) == 3 and all(np.isnan(df["mean_rel_perturbation"]))
+
+
+# --- battery II through the runner -------------------------------------------------------
+
+
+def test_sfa_run_writes_the_grid_and_table1_summary(digits_checkpoint, tmp_path) -> None:
+    df = run(digits_checkpoint, tmp_path, attacks=["sfa"], eps="0,80/255", n=60)
+    grid = pd.read_csv(tmp_path / "sfa_grid.csv")
+    summary = pd.read_csv(tmp_path / "sfa_summary.csv").iloc[0]
+    assert len(grid) == 8 * 8 and set(grid["l"]) == set(range(8))
+    assert summary["avg_acc"] == pytest.approx(grid["accuracy"].mean())
+    assert summary["min_acc"] == pytest.approx(grid["accuracy"].min())
+    # The per-sample worst case over (l, m) is at least as strong as the best single mode.
+    assert df.set_index("eps").loc[80 / 255, "robust_acc"] <= summary["min_acc"] + 1e-12
+    assert (tmp_path / "sfa_digits_small_80-255.png").stat().st_size > 1000
+
+
+def test_adef_through_the_runner_records_field_norms(digits_checkpoint, tmp_path) -> None:
+    df = run(digits_checkpoint, tmp_path, attacks=["adef"], eps="0.5,1,unbounded", n=60).set_index("eps")
+    s = samples(tmp_path)
+    s = s[np.isinf(s.eps) & (s.clean_pred == s.label) & (s.adv_pred != s.label)]
+    assert len(s) > 0 and (s["perturbation_norm"] > 0).all()
+    assert not np.allclose(s["perturbation_norm"], s["l2"]), "the field norm, not a pixel norm"
+    for eps in (0.5, 1.0):  # read off the field norms of the one search
+        assert df.loc[eps, "robust_acc"] >= df.loc[math.inf, "robust_acc"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class _LyingDeformation:
+    """A budgeted deformation attack that returns additive noise (or an over-budget field)."""
+
+    name: ClassVar[str] = "liar"
+    minimal: ClassVar[bool] = False
+    targeted: ClassVar[bool] = False
+    norm: str = "field"
+    over_budget: bool = False
+
+    def __call__(self, model, x, y, *, eps=math.inf, generator=None):
+        from robeval.attacks.base import Deformation
+
+        field = torch.zeros(x.shape[0], 2, *x.shape[2:])
+        if self.over_budget:
+            field[:, 1] = 3.0
+            from robeval.attacks.adef import deform
+
+            return Deformation(deform(x, field), field)
+        return Deformation((x + 0.1).clamp(0, 1), field)
+
+
+@pytest.mark.parametrize(("params", "message"), [("", "not the deformation"), ("over_budget=true", "budget")])
+def test_runner_refuses_false_deformations(digits_checkpoint, tmp_path, params, message) -> None:
+    from robeval.errors import AttackContractError
+
+    attacks.register("liar")(_LyingDeformation)
+    try:
+        spec = "liar" + (f":{params}" if params else "")
+        with pytest.raises(AttackContractError, match=message):
+            run(digits_checkpoint, tmp_path, attacks=[spec], eps="1", n=30)
+    finally:
+        attacks.unregister("liar")

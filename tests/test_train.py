@@ -36,8 +36,8 @@ def test_checkpoint_metadata_describes_the_run(tmp_path) -> None:
 
 
 @pytest.mark.parametrize(("change", "fragment"), [
-    ({"objective": "pgd-at"}, "unknown objective"),
-    ({"regularisers": ("absum",)}, "unknown regulariser"),
+    ({"objective": "pgd-att"}, "unknown objective"),
+    ({"regularisers": ("absumm",)}, "unknown regulariser"),
     ({"epochs": 0}, "--epochs"),
     ({"optimizer": "rmsprop"}, "adam or sgd"),
 ])

@@ -47,35 +47,53 @@ def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log pr
 
 @app.command()
 def train(
-    dataset: Annotated[str, typer.Option(help="Data set (see `robeval ls datasets`).")] = "mnist-mini",
-    arch: Annotated[str, typer.Option(help="Architecture, optionally NAME:key=value (see `robeval ls models`).")] = "mnist-cnn",
-    epochs: Annotated[int, typer.Option()] = 5,
-    batch_size: Annotated[int, typer.Option()] = 64,
-    lr: Annotated[float, typer.Option(help="Learning rate.")] = 1e-3,
-    optimizer: Annotated[str, typer.Option(help="adam or sgd (with --momentum).")] = "adam",
-    momentum: Annotated[float, typer.Option()] = 0.9,
-    weight_decay: Annotated[float, typer.Option()] = 0.0,
-    objective: Annotated[str, typer.Option(help="Base objective (see `robeval ls objectives`).")] = "ce",
+    dataset: Annotated[Optional[str], typer.Option(help="Data set (see `robeval ls datasets`); default mnist-mini.")] = None,
+    arch: Annotated[Optional[str], typer.Option(help="Architecture, optionally NAME:key=value, e.g. resnet18:activation=gelu (default mnist-cnn).")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Default 5.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Default 64.")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Learning rate (default 1e-3).")] = None,
+    optimizer: Annotated[Optional[str], typer.Option(help="adam (default) or sgd (with --momentum).")] = None,
+    momentum: Annotated[Optional[float], typer.Option()] = None,
+    weight_decay: Annotated[Optional[float], typer.Option()] = None,
+    schedule: Annotated[Optional[str], typer.Option(help="constant (default), step or cosine.")] = None,
+    milestones: Annotated[Optional[str], typer.Option(help="Epochs where the step schedule multiplies lr by --lr-decay, e.g. 50,75.")] = None,
+    lr_decay: Annotated[Optional[float], typer.Option(help="Step-schedule factor (default 0.1).")] = None,
+    warmup_epochs: Annotated[Optional[int], typer.Option(help="Linear warm-up epochs (default 0).")] = None,
+    augment: Annotated[Optional[str], typer.Option(help="none (default) or crop-flip.")] = None,
+    crop_padding: Annotated[Optional[int], typer.Option(help="Zero padding for crop-flip (default 4).")] = None,
+    objective: Annotated[Optional[str], typer.Option(help="Base objective NAME:key=value (see `robeval ls objectives`; default ce).")] = None,
     regulariser: Annotated[Optional[list[str]], typer.Option(help="Regulariser NAME:key=value; repeatable.")] = None,
     n_train: Annotated[Optional[int], typer.Option(help="Use a seeded subset of this many training images.")] = None,
-    seed: Annotated[int, typer.Option()] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    seed: Annotated[Optional[int], typer.Option()] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
     data_root: Annotated[Optional[str], typer.Option(help="Folder holding local data sets (mnist, cifar10, ...).")] = None,
-    out: Annotated[Path, typer.Option(help="Checkpoint file to write.")] = Path("results/model.pt"),
+    out: Annotated[Optional[Path], typer.Option(help="Checkpoint file to write (default results/model.pt).")] = None,
+    recipe: Annotated[Optional[Path], typer.Option(help="YAML recipe (see recipes/); flags given here override it.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
-    """Train a model and write a checkpoint that `robeval run` reads back."""
+    """Train a model and write a checkpoint that `robeval run` reads back. A run killed
+    after an epoch continues from it when started again with the same settings."""
     with user_errors():
+        from robeval.params import parse_number
         from robeval.train import TrainSpec
         from robeval.train import train as train_model
 
-        spec = TrainSpec(
-            dataset=dataset, arch=arch, epochs=epochs, batch_size=batch_size, lr=lr,
-            optimizer=optimizer.lower(), momentum=momentum, weight_decay=weight_decay,  # type: ignore[arg-type]
-            objective=objective, regularisers=tuple(regulariser or ()), n_train=n_train, seed=seed,
-            device=device, data_root=data_root, out=str(out), progress=not quiet,
-        )
-        result = train_model(spec)
+        flags = {
+            "dataset": dataset, "arch": arch, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+            "optimizer": optimizer.lower() if optimizer else None, "momentum": momentum,
+            "weight_decay": weight_decay, "schedule": schedule, "lr_decay": lr_decay,
+            "milestones": tuple(int(parse_number(m, what="milestone")) for m in milestones.split(",") if m.strip())
+            if milestones is not None else None,
+            "warmup_epochs": warmup_epochs, "augment": augment, "crop_padding": crop_padding,
+            "objective": objective, "regularisers": tuple(regulariser) if regulariser else None,
+            "n_train": n_train, "seed": seed, "device": device, "data_root": data_root,
+            "out": str(out) if out is not None else None,
+        }
+        if recipe is not None:
+            spec = TrainSpec.from_yaml(recipe, **flags)
+        else:
+            spec = TrainSpec.from_dict({k: v for k, v in flags.items() if v is not None})
+        result = train_model(spec.replace(progress=not quiet))
         metrics = ", ".join(f"{k} {v:.4g}" for k, v in result.metrics.items())
         out_console.print(f"wrote {result.checkpoint} ({metrics})", highlight=False)
 

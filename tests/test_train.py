@@ -44,3 +44,79 @@ def test_checkpoint_metadata_describes_the_run(tmp_path) -> None:
 def test_bad_train_specs(change, fragment, tmp_path) -> None:
     with pytest.raises(RobevalError, match=fragment):
         train(TrainSpec(**{**FAST, **change}, out=str(tmp_path / "x.pt")))
+
+
+# --- schedules, augmentation, epoch log, resume -------------------------------------------
+
+
+def test_lr_schedules_follow_their_formulas() -> None:
+    from robeval.train.schedule import lr_at
+
+    step = TrainSpec(epochs=100, lr=0.1, schedule="step", milestones=(50, 75))
+    assert [lr_at(step, e * 10, 10) for e in (0, 49, 50, 74, 75, 99)] == pytest.approx([0.1, 0.1, 0.01, 0.01, 1e-3, 1e-3])
+    cosine = TrainSpec(epochs=10, lr=1.0, schedule="cosine", warmup_epochs=2)
+    assert [lr_at(cosine, s, 5) for s in range(10)] == pytest.approx([(s + 1) / 10 for s in range(10)])
+    assert lr_at(cosine, 10, 5) == pytest.approx(1.0) and lr_at(cosine, 30, 5) == pytest.approx(0.5)
+    assert lr_at(cosine, 49, 5) < 0.01
+
+
+def test_crop_flip_moves_and_mirrors_images_without_changing_content() -> None:
+    from robeval.train.augment import crop_flip
+
+    x = torch.rand(64, 3, 8, 8)
+    out = crop_flip(x, 2, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape
+    same = [torch.equal(out[i], x[i]) or torch.equal(out[i], x[i].flip(-1)) for i in range(64)]
+    assert 0 < sum(same) < 64, "some images are shifted, some only flipped or untouched"
+    for i in range(64):  # every output pixel is an input pixel (or zero padding)
+        values = set(out[i].flatten().tolist()) - {0.0}
+        assert values <= set(x[i].flatten().tolist())
+    assert torch.equal(crop_flip(x, 2, torch.Generator().manual_seed(0)), out)
+
+
+def test_epoch_log_and_schedule_in_training(tmp_path) -> None:
+    spec = TrainSpec(**{**FAST, "epochs": 3}, schedule="step", milestones=(2,), lr_decay=0.5,
+                     augment="crop-flip", crop_padding=1, out=str(tmp_path / "m.pt"))
+    result = train(spec)
+    log = __import__("pandas").read_csv(tmp_path / "m.log.csv")
+    assert log["epoch"].tolist() == [1, 2, 3]
+    assert log["lr"].tolist() == pytest.approx([3e-3, 3e-3, 1.5e-3])  # epochs count from 0, as MultiStepLR
+    assert log["test_acc"].iloc[-1] == pytest.approx(result.metrics["test_acc"])
+    assert not (tmp_path / "m.pt.resume").exists(), "the resume file goes once training is done"
+
+
+def test_killed_training_resumes_to_the_same_weights(tmp_path, monkeypatch) -> None:
+    from robeval.train import loop
+
+    spec = dict(FAST, epochs=3, seed=5)
+    whole = train(TrainSpec(**spec, out=str(tmp_path / "whole.pt"))).checkpoint
+
+    real_save = loop.save_resume
+
+    def save_then_die(path, spec_dict, state):
+        real_save(path, spec_dict, state)
+        if state.epoch == 2:
+            raise KeyboardInterrupt("killed after epoch 2")
+
+    monkeypatch.setattr(loop, "save_resume", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainSpec(**spec, out=str(tmp_path / "split.pt")))
+    monkeypatch.setattr(loop, "save_resume", real_save)
+    assert (tmp_path / "split.pt.resume").exists()
+    resumed = train(TrainSpec(**spec, out=str(tmp_path / "split.pt"))).checkpoint
+    a, b = load_checkpoint(whole)[0].state_dict(), load_checkpoint(resumed)[0].state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    log = __import__("pandas").read_csv(tmp_path / "split.log.csv")
+    assert log["epoch"].tolist() == [1, 2, 3]
+
+
+def test_recipe_files_and_flag_overrides(tmp_path) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("notes: a test recipe\ndataset: digits\narch: small-cnn\nepochs: 4\n"
+                      "schedule: step\nmilestones: [2, 3]\nregularisers: []\n")
+    spec = TrainSpec.from_yaml(recipe, epochs=5)
+    assert (spec.dataset, spec.epochs, spec.milestones) == ("digits", 5, (2, 3))
+    with pytest.raises(RobevalError, match="unknown training setting"):
+        TrainSpec.from_dict({"epoch": 3})
+    with pytest.raises(RobevalError, match="milestones"):
+        TrainSpec(epochs=3, milestones=(5,))

@@ -17,6 +17,9 @@ class _Silent:
     def advance(self, *args: Any, **kwargs: Any) -> None:
         return None
 
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
 
 @contextmanager
 def progress_bar(*, enabled: bool) -> Iterator[Any]:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import torch
 from torch import Tensor, nn
 
@@ -17,8 +18,12 @@ from robeval.device import resolve_device
 from robeval.eval.progress import progress_bar
 from robeval.eval.runner import predict
 from robeval.models import CheckpointMeta, Normalize, build_model, resolve_arch, save_checkpoint
+from robeval.atomic import atomic_write_text
+from robeval.train.augment import crop_flip
 from robeval.train.objectives import Objective, get_objective
 from robeval.train.regularisers import Regulariser, get_regulariser
+from robeval.train.resume import ResumeState, load_resume, resume_path, save_resume
+from robeval.train.schedule import lr_at
 from robeval.train.spec import TrainSpec
 from robeval.version import __version__
 
@@ -64,52 +69,89 @@ def train(spec: TrainSpec) -> TrainResult:
     generator = torch.Generator().manual_seed(spec.seed)
 
     n_batches = -(-len(x_train) // spec.batch_size)
-    tic = time.perf_counter()
+    rpath = resume_path(spec.out)
+    state = load_resume(rpath, spec.to_dict())
+    rows: list[dict[str, float]] = []
+    start, seconds = 0, 0.0
+    if state is not None:
+        model.load_state_dict(state.model)
+        optimizer.load_state_dict(state.optimizer)
+        generator.set_state(state.generator)
+        torch.set_rng_state(state.torch_rng)
+        start, rows, seconds = state.epoch, list(state.log), state.seconds
+    log_path = Path(spec.out).with_suffix(".log.csv")
     with progress_bar(enabled=spec.progress) as bar:
-        task = bar.add_task(f"train {arch} on {info.name}", total=spec.epochs * n_batches)
-        for epoch in range(spec.epochs):
-            loss_sum, correct = _train_epoch(
+        task = bar.add_task(f"train {arch} on {info.name}", total=spec.epochs * n_batches, completed=start * n_batches)
+        for epoch in range(start, spec.epochs):
+            tic = time.perf_counter()
+            stats = _train_epoch(
                 model, objective, regs, optimizer, x_train, y_train, spec, generator, device,
-                lambda: bar.advance(task),
+                epoch * n_batches, n_batches, lambda: bar.advance(task),
             )
-            log.info("epoch %d: loss %.4f, train acc %.4f", epoch + 1, loss_sum / len(x_train),
-                     correct / len(x_train))
-    seconds = time.perf_counter() - tic
+            seconds += time.perf_counter() - tic
+            model.eval()
+            test_acc = float((predict(model, x_test, 512, device) == y_test).float().mean())
+            rows.append({"epoch": epoch + 1, **stats, "test_acc": test_acc, "seconds": round(seconds, 3)})
+            atomic_write_text(log_path, pd.DataFrame(rows).to_csv(index=False))
+            bar.update(task, description=_describe(arch, info.name, rows[-1], spec.epochs))
+            log.info("epoch %d: %s", epoch + 1, rows[-1])
+            save_resume(rpath, spec.to_dict(), ResumeState(
+                epoch=epoch + 1, model=model.state_dict(), optimizer=optimizer.state_dict(),
+                generator=generator.get_state(), torch_rng=torch.get_rng_state(), log=rows, seconds=seconds,
+            ))
     model.eval()
-    test_acc = float((predict(model, x_test, 512, device) == y_test).float().mean())
-    metrics = {"test_acc": test_acc, "train_loss": loss_sum / len(x_train),
-               "train_acc": correct / len(x_train), "train_seconds": round(seconds, 2)}
+    last = rows[-1]
+    metrics = {"test_acc": last["test_acc"], "train_loss": last["loss"], "train_acc": last["train_acc"],
+               "train_seconds": round(seconds, 2)}
     meta = CheckpointMeta(
         arch=arch, arch_args=arch_args, dataset=info.name, classes=tuple(info.classes),
         input_shape=tuple(info.input_shape), mean=mean, std=std, train_spec=spec.to_dict(),
         metrics=metrics, robeval_version=__version__,
     )
     path = save_checkpoint(spec.out, model, meta)
+    rpath.unlink(missing_ok=True)
     return TrainResult(checkpoint=Path(path), metrics=metrics)
+
+
+def _describe(arch: str, dataset: str, row: dict[str, float], epochs: int) -> str:
+    regs = " ".join(f"{k[4:]} {v:.3g}" for k, v in row.items() if k.startswith("reg:"))
+    return (f"train {arch} on {dataset} · epoch {row['epoch']}/{epochs} · loss {row['loss']:.4f} "
+            f"{regs} · acc {row['train_acc']:.3f} / test {row['test_acc']:.3f}").replace("  ", " ")
 
 
 def _train_epoch(
     model: nn.Module, objective: Objective, regs: list[Regulariser], optimizer: torch.optim.Optimizer,
     x: Tensor, y: Tensor, spec: TrainSpec, generator: torch.Generator, device: torch.device,
-    advance: Callable[[], None],
-) -> tuple[float, int]:
-    """One pass over the shuffled training set; returns (summed loss, correct count)."""
+    first_step: int, steps_per_epoch: int, advance: Callable[[], None],
+) -> dict[str, float]:
+    """One pass over the shuffled training set. Returns the epoch's mean loss (objective
+    plus penalties), mean value of each regulariser's penalty (``reg:NAME``), training
+    accuracy on the clean logits and the last learning rate."""
     model.train()
     order = torch.randperm(len(x), generator=generator)
-    loss_sum, correct = 0.0, 0
-    for start in range(0, len(x), spec.batch_size):
+    loss_sum, correct, lr = 0.0, 0, spec.lr
+    reg_sums = [0.0] * len(regs)
+    for step, start in enumerate(range(0, len(x), spec.batch_size)):
+        lr = lr_at(spec, first_step + step, steps_per_epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
         idx = order[start : start + spec.batch_size]
         xb, yb = x[idx].to(device), y[idx].to(device)
+        if spec.augment == "crop-flip":
+            xb = crop_flip(xb, spec.crop_padding, generator)
         loss, logits = objective(model, xb, yb, generator=generator)
-        for reg in regs:
-            loss = loss + reg.penalty(model, xb, yb, logits)
+        for i, reg in enumerate(regs):
+            penalty = reg.penalty(model, xb, yb, logits)
+            reg_sums[i] += float(penalty.detach()) * len(idx)
+            loss = loss + penalty
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        lr = optimizer.param_groups[0]["lr"]
         for reg in regs:
             reg.after_step(model, lr)
         loss_sum += float(loss.detach()) * len(idx)
         correct += int((logits.detach().argmax(1) == yb).sum())
         advance()
-    return loss_sum, correct
+    names = [spec.regularisers[i].split(":")[0] for i in range(len(regs))]
+    return {"lr": lr, "loss": loss_sum / len(x), **{f"reg:{n}": v / len(x) for n, v in zip(names, reg_sums, strict=True)},
+            "train_acc": correct / len(x)}

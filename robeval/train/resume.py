@@ -1,0 +1,66 @@
+"""Epoch checkpoints that let a killed training run continue where it stopped.
+
+After every epoch the loop writes ``OUT.resume.pt`` (atomically): weights, optimiser
+state, the training generator's and torch's RNG states, the epoch log and the spec. A
+new run with the same spec finds it and continues from the next epoch, ending with the
+same weights as an uninterrupted run; the file is removed once the final checkpoint is
+written. It is read with ``weights_only=True`` like every checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from robeval.atomic import atomic_open
+
+log = logging.getLogger(__name__)
+FORMAT = 1
+IGNORED = ("device",)  # settings that do not change the result
+
+
+@dataclass
+class ResumeState:
+    epoch: int  # epochs completed
+    model: dict[str, Any]
+    optimizer: dict[str, Any]
+    generator: torch.Tensor
+    torch_rng: torch.Tensor
+    log: list[dict[str, float]]
+    seconds: float
+
+
+def resume_path(out: str | Path) -> Path:
+    out = Path(out)
+    return out.with_name(out.name + ".resume")
+
+
+def save_resume(path: Path, spec: dict[str, Any], state: ResumeState) -> None:
+    payload = {"format": FORMAT, "spec": _comparable(spec), **state.__dict__}
+    with atomic_open(path, "wb") as handle:
+        torch.save(payload, handle)
+
+
+def load_resume(path: Path, spec: dict[str, Any]) -> ResumeState | None:
+    """The saved state if ``path`` holds one for this very spec, else ``None`` (a stale
+    or unreadable file is ignored with a warning and overwritten after the next epoch)."""
+    if not path.exists():
+        return None
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is just not resumable
+        log.warning("ignoring unreadable resume file %s (%s)", path, exc)
+        return None
+    if payload.get("format") != FORMAT or payload.get("spec") != _comparable(spec):
+        log.warning("ignoring %s: it belongs to another training spec", path)
+        return None
+    log.info("resuming from %s after epoch %d", path, payload["epoch"])
+    return ResumeState(**{k: payload[k] for k in ResumeState.__dataclass_fields__})
+
+
+def _comparable(spec: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in spec.items() if k not in IGNORED}

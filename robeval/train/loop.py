@@ -13,12 +13,18 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from robeval.atomic import atomic_write_text
 from robeval.data import dataset_info, load_dataset
 from robeval.device import resolve_device
 from robeval.eval.progress import progress_bar
 from robeval.eval.runner import predict
-from robeval.models import CheckpointMeta, Normalize, build_model, resolve_arch, save_checkpoint
-from robeval.atomic import atomic_write_text
+from robeval.models import (
+    CheckpointMeta,
+    Normalize,
+    build_model,
+    resolve_arch,
+    save_checkpoint,
+)
 from robeval.train.augment import crop_flip
 from robeval.train.objectives import Objective, get_objective
 from robeval.train.regularisers import Regulariser, get_regulariser

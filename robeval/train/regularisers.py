@@ -4,8 +4,11 @@
 * ``after_step(model, lr) -> None`` for proximal or projection updates applied after
   each optimiser step (Absum's proximal operator, the spectral norm constraint).
 
-The papers' regularisers (smooth kernels, SGR, gradient norm, Absum, SNC, edge
-alignment, L1/L2) arrive with the training module; the loop already calls both hooks.
+Registered here: ``smooth-kernel`` (:mod:`robeval.train.reg_smooth`), ``absum``
+(:mod:`robeval.train.reg_absum`), ``snc`` (:mod:`robeval.train.reg_snc`), ``l1`` and
+``l2`` (:mod:`robeval.train.reg_norms`). A regulariser class may declare
+``aliases: ClassVar[dict[str, str]]`` mapping user-typed keys to field names, for keys
+that cannot be Python identifiers (``smooth-kernel:lambda=100`` -> field ``lam``).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Protocol
 from torch import Tensor, nn
 
 from robeval.configs import build_config
+from robeval.errors import RobevalError
 from robeval.params import parse_named
 from robeval.registry import Registry
 
@@ -30,4 +34,21 @@ class Regulariser(Protocol):
 def get_regulariser(spec: str) -> Regulariser:
     """A regulariser from ``name`` or ``name:key=value,...`` (e.g. ``absum:lam=1e-4``)."""
     name, params = parse_named(spec, kind="regulariser")
-    return build_config(regularisers.get(name), params, what=f"regulariser {name!r}")
+    cls = regularisers.get(name)
+    aliases: dict[str, str] = getattr(cls, "aliases", {})
+    renamed: dict = {}
+    for key, value in params.items():
+        field = aliases.get(key, key)
+        if field in renamed:
+            raise RobevalError(f"regulariser {name!r}: {key!r} and {field!r} name the same parameter; give one")
+        renamed[field] = value
+    return build_config(cls, renamed, what=f"regulariser {name!r}")
+
+
+def conv_layers(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
+    """Every ``nn.Conv2d`` (subclasses included) in ``model``, with its qualified name."""
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+
+
+# Register the built-in regularisers (they import the registry above).
+from robeval.train import reg_absum, reg_norms, reg_smooth, reg_snc  # noqa: F401

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal
-
 from pathlib import Path
+from typing import Any, Literal
 
 import yaml
 

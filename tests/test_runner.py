@@ -151,3 +151,9 @@ def test_eval_mode_freezes_and_restores(digits_model) -> None:
         assert not model.training and not any(p.requires_grad for p in model.parameters())
     assert digits_model.training and all(p.requires_grad for p in digits_model.parameters())
     digits_model.eval()
+
+
+def test_results_say_how_each_model_was_trained(digits_checkpoint, tmp_path) -> None:
+    df = robeval.evaluate(models=[str(digits_checkpoint)], attacks=["fgsm"], eps="0.1", n=20,
+                          out=str(tmp_path), device="cpu")
+    assert (df["training"] == "ce, 8 epochs").all()

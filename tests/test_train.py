@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -120,3 +122,37 @@ def test_recipe_files_and_flag_overrides(tmp_path) -> None:
         TrainSpec.from_dict({"epoch": 3})
     with pytest.raises(RobevalError, match="milestones"):
         TrainSpec(epochs=3, milestones=(5,))
+
+
+RECIPES = sorted((Path(__file__).parent.parent / "recipes").rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
+def test_shipped_recipes_are_valid(recipe) -> None:
+    from robeval.models import resolve_arch
+    from robeval.train.objectives import get_objective
+    from robeval.train.regularisers import get_regulariser
+
+    spec = TrainSpec.from_yaml(recipe)
+    resolve_arch(spec.arch)
+    get_objective(spec.objective)
+    for reg in spec.regularisers:
+        get_regulariser(reg)
+    text = recipe.read_text()
+    assert ("GPU-sized" in text) != ("cpu" in recipe.parts), "full-size recipes say so; CPU ones live in cpu/"
+
+
+def test_train_from_a_recipe_on_the_command_line(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from robeval.cli import app
+
+    recipe = Path(__file__).parent.parent / "recipes" / "cpu" / "digits_smoke.yaml"
+    result = CliRunner().invoke(app, ["train", "--recipe", str(recipe), "--out", str(tmp_path / "m.pt"),
+                                      "--device", "cpu", "--quiet"])
+    assert result.exit_code == 0, result.output
+    _, meta = load_checkpoint(tmp_path / "m.pt")
+    assert meta.train_spec["objective"].startswith("trades") and meta.train_spec["schedule"] == "cosine"
+    assert meta.train_spec["regularisers"] == ["absum:lambda=0.001"]
+    log = __import__("pandas").read_csv(tmp_path / "m.log.csv")
+    assert "reg:absum" in log.columns and len(log) == 2

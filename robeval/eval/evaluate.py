@@ -116,7 +116,8 @@ def run(spec: RunSpec) -> pd.DataFrame:
             )
         resolved = resolved.replace(attacks=tuple(dict.fromkeys(attack_texts)))
         stored = read_cells(store, all_cells)
-        results = results_frame(store, all_cells, stored)
+        training = {name: _training(item) for item, name in zip(loaded, names, strict=True)}
+        results = results_frame(store, all_cells, stored, training)
         samples = samples_frame(all_cells, stored, split_index=split_index.numpy())
         curves = norm_curves_frame(all_cells, stored)
         grid = targeted_grid_frame(all_cells, stored)
@@ -125,6 +126,16 @@ def run(spec: RunSpec) -> pd.DataFrame:
         _write_sfa_tables(out, pd.concat(sfa_rows, ignore_index=True))
     results.attrs["out"] = str(out)
     return results
+
+
+def _training(item: LoadedModel) -> str:
+    """How a checkpoint was trained, from its recorded spec: objective, regularisers,
+    epochs (e.g. ``pgd-at:eps=0.3 + absum:lambda=0.001, 100 epochs``)."""
+    spec = item.meta.train_spec if item.meta is not None else None
+    if not spec:
+        return ""
+    parts = [str(spec.get("objective", "ce")), *map(str, spec.get("regularisers") or [])]
+    return " + ".join(parts) + (f", {spec['epochs']} epochs" if "epochs" in spec else "")
 
 
 def _check_attack(attack: Any, text: str, spec: RunSpec) -> None:

@@ -17,7 +17,7 @@ from robeval.results.store import BatchResult, Cost, ResultStore
 from robeval.version import __version__
 
 RESULT_COLUMNS = [
-    "model", "dataset", "attack", "norm", "eps", "target", "n", "clean_acc", "robust_acc",
+    "model", "training", "dataset", "attack", "norm", "eps", "target", "n", "clean_acc", "robust_acc",
     "target_success", "mean_rel_perturbation", "forward_passes", "backward_passes", "seconds",
     "robeval_version", "seed", "cell_key",
 ]
@@ -71,9 +71,12 @@ def cell_costs(store: ResultStore, cells: list[Cell]) -> dict[str, Cost]:
     return costs
 
 
-def results_frame(store: ResultStore, cells: list[Cell], stored: dict[str, BatchResult]) -> pd.DataFrame:
-    """One row per cell: clean and robust accuracy over its points, the targeted success
-    rate, DeepFool's mean relative perturbation (minimal-norm attacks) and the cost."""
+def results_frame(
+    store: ResultStore, cells: list[Cell], stored: dict[str, BatchResult], training: dict[str, str] | None = None,
+) -> pd.DataFrame:
+    """One row per cell: how its model was trained (from the checkpoint), clean and robust
+    accuracy over its points, the targeted success rate, DeepFool's mean relative
+    perturbation (minimal-norm attacks) and the cost."""
     costs = cell_costs(store, cells)
     rows = []
     for cell in cells:
@@ -83,8 +86,8 @@ def results_frame(store: ResultStore, cells: list[Cell], stored: dict[str, Batch
         hit = success(s) & clean_ok
         cost = costs[cell.key]
         rows.append({
-            "model": cell.model, "dataset": cell.dataset, "attack": cell.attack,
-            "norm": cell.norm, "eps": cell.eps, "target": cell.target or "", "n": count,
+            "model": cell.model, "training": (training or {}).get(cell.model, ""), "dataset": cell.dataset,
+            "attack": cell.attack, "norm": cell.norm, "eps": cell.eps, "target": cell.target or "", "n": count,
             "clean_acc": float(np.mean(clean_ok)) if count else np.nan,
             "robust_acc": float(np.mean(s.adv_pred == s.label)) if count else np.nan,
             "target_success": float(hit.sum() / clean_ok.sum()) if cell.target and clean_ok.any() else np.nan,

@@ -87,10 +87,12 @@ def test_epoch_log_and_schedule_in_training(tmp_path) -> None:
     assert not (tmp_path / "m.pt.resume").exists(), "the resume file goes once training is done"
 
 
-def test_killed_training_resumes_to_the_same_weights(tmp_path, monkeypatch) -> None:
+@pytest.mark.parametrize("regularisers", [(), ("snc:sigma=0.5,every=7",)], ids=["ce", "snc"])
+def test_killed_training_resumes_to_the_same_weights(tmp_path, monkeypatch, regularisers) -> None:
+    """Also with a stateful regulariser: SNC's step counter travels with the resume file."""
     from robeval.train import loop
 
-    spec = dict(FAST, epochs=3, seed=5)
+    spec = dict(FAST, epochs=3, seed=5, regularisers=regularisers)
     whole = train(TrainSpec(**spec, out=str(tmp_path / "whole.pt"))).checkpoint
 
     real_save = loop.save_resume

@@ -85,6 +85,9 @@ def train(spec: TrainSpec) -> TrainResult:
         generator.set_state(state.generator)
         torch.set_rng_state(state.torch_rng)
         start, rows, seconds = state.epoch, list(state.log), state.seconds
+        for reg, reg_state in zip(regs, state.regularisers, strict=True):
+            if hasattr(reg, "load_state_dict"):
+                reg.load_state_dict(reg_state)
     log_path = Path(spec.out).with_suffix(".log.csv")
     with progress_bar(enabled=spec.progress) as bar:
         task = bar.add_task(f"train {arch} on {info.name}", total=spec.epochs * n_batches, completed=start * n_batches)
@@ -104,6 +107,7 @@ def train(spec: TrainSpec) -> TrainResult:
             save_resume(rpath, spec.to_dict(), ResumeState(
                 epoch=epoch + 1, model=model.state_dict(), optimizer=optimizer.state_dict(),
                 generator=generator.get_state(), torch_rng=torch.get_rng_state(), log=rows, seconds=seconds,
+                regularisers=[reg.state_dict() if hasattr(reg, "state_dict") else {} for reg in regs],
             ))
     model.eval()
     last = rows[-1]

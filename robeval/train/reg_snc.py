@@ -97,6 +97,14 @@ class SNC:
     input_size: int | None = None
     _state: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
+    def state_dict(self) -> dict[str, int]:
+        """The step counter, saved with a training run's resume state (the layer sizes are
+        measured again on the first batch)."""
+        return {"calls": int(self._state.get("calls", 0))}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._state["calls"] = int(state.get("calls", 0))
+
     def __post_init__(self) -> None:
         if self.sigma <= 0:
             raise ValueError("sigma must be > 0")

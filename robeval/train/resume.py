@@ -19,7 +19,7 @@ import torch
 from robeval.atomic import atomic_open
 
 log = logging.getLogger(__name__)
-FORMAT = 1
+FORMAT = 2
 IGNORED = ("device",)  # settings that do not change the result
 
 
@@ -32,6 +32,7 @@ class ResumeState:
     torch_rng: torch.Tensor
     log: list[dict[str, float]]
     seconds: float
+    regularisers: list[dict[str, Any]]  # each regulariser's state_dict() (e.g. SNC's step counter)
 
 
 def resume_path(out: str | Path) -> Path:

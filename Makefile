@@ -38,6 +38,7 @@ test: $(VENV)/.installed-dev
 bench: $(VENV)/.installed-peers
 	$(PY) benchmarks/pgd_vs_peers.py
 	$(PY) benchmarks/curve_vs_peers.py
+	$(PY) benchmarks/regularizer_cost.py
 
 clean:
 	rm -rf $(VENV) results/demo results/run

@@ -11,10 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from robeval.errors import RobevalError
 from robeval.params import format_named, parse_eps_list
+from robeval.yamlfile import read_mapping
 
 DEFAULT_ATTACKS: tuple[str, ...] = ("fgsm", "pgd")
 TARGET_MODES = (None, "all")
@@ -87,15 +86,7 @@ class RunSpec:
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> RunSpec:
         """Read a YAML spec; ``overrides`` (non-None CLI flags) win over the file."""
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except FileNotFoundError:
-            raise RobevalError(f"spec file {path} does not exist; check the --spec path") from None
-        except yaml.YAMLError as exc:
-            raise RobevalError(f"spec file {path} is not valid YAML ({exc}); fix its syntax") from None
-        if not isinstance(data, dict):
-            raise RobevalError(f"spec file {path} must hold a mapping of settings, e.g. `models: [...]`")
+        data = read_mapping(path, what="spec file", flag="--spec", example="models: [...]")
         data.update({k: v for k, v in overrides.items() if v is not None})
         return cls.from_dict(data)
 

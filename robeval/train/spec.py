@@ -7,9 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from robeval.errors import RobevalError
+from robeval.yamlfile import read_mapping
 
 SCHEDULES = ("constant", "step", "cosine")
 AUGMENTS = ("none", "crop-flip")
@@ -103,15 +102,7 @@ class TrainSpec:
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> TrainSpec:
         """A recipe file (``recipes/*.yaml``); ``overrides`` (non-None flags) win over it."""
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except FileNotFoundError:
-            raise RobevalError(f"recipe file {path} does not exist; check the --recipe path") from None
-        except yaml.YAMLError as exc:
-            raise RobevalError(f"recipe file {path} is not valid YAML ({exc}); fix its syntax") from None
-        if not isinstance(data, dict):
-            raise RobevalError(f"recipe file {path} must hold a mapping of settings, e.g. `epochs: 10`")
+        data = read_mapping(path, what="recipe file", flag="--recipe", example="epochs: 10")
         data.pop("notes", None)  # free text for people
         data.update({k: v for k, v in overrides.items() if v is not None})
         return cls.from_dict(data)

@@ -1,0 +1,41 @@
+"""What the analysis commands share: one budget, a model and its seeded test subset."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from robeval.data import dataset_info, load_dataset
+from robeval.errors import RobevalError
+from robeval.models import LoadedModel, load_model
+from robeval.params import parse_eps_list
+
+
+def single_eps(text: str) -> float:
+    """``--eps`` of an analysis: exactly one finite budget."""
+    budgets = parse_eps_list(text)
+    if len(budgets) != 1 or math.isinf(budgets[0]):
+        raise RobevalError(f"--eps takes one finite budget, not {text!r}")
+    return budgets[0]
+
+
+def model_and_subset(
+    source: str, *, dataset: str | None, n: int, seed: int, data_root: str | None, device: torch.device,
+) -> tuple[LoadedModel, Tensor, Tensor]:
+    """The model (on ``device``) and the seeded test subset it is analysed on; the data
+    set defaults to the one the checkpoint records and must match its input shape."""
+    loaded = load_model(source, device=device)
+    if dataset is None:
+        if loaded.meta is None:
+            raise RobevalError("cannot tell which data set to use; pass --dataset NAME (see `robeval ls datasets`)")
+        dataset = loaded.meta.dataset
+    info = dataset_info(dataset, root=data_root)
+    if loaded.meta is not None and tuple(loaded.meta.input_shape) != tuple(info.input_shape):
+        raise RobevalError(
+            f"model {loaded.name!r} was trained on inputs of shape {tuple(loaded.meta.input_shape)} but "
+            f"{dataset} gives {tuple(info.input_shape)}; pass the matching --dataset"
+        )
+    x, y = load_dataset(dataset, split="test", n=n, seed=seed, root=data_root)
+    return loaded, x, y

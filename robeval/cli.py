@@ -294,5 +294,52 @@ def frequency(
         out_console.print(f"wrote {csv} and {png}", highlight=False)
 
 
+@app.command()
+def leaderboard(
+    sources: Annotated[list[Path], typer.Argument(help="Run directories, results CSVs or RobustBench model_info JSONs.")],
+    out: Annotated[Path, typer.Option(help="Leaderboard CSV to write.")] = Path("leaderboard.csv"),
+    markdown: Annotated[Path | None, typer.Option(help="Markdown file (default: the CSV path with .md).")] = None,
+    model_info_dir: Annotated[Path | None, typer.Option(help="Write one RobustBench model_info JSON per row here.")] = None,
+) -> None:
+    """Rank models across runs by the per-sample worst case over all attacks."""
+    with user_errors():
+        import pandas as pd
+
+        from robeval.atomic import atomic_write_text
+        from robeval.results.leaderboard import leaderboard as build
+        from robeval.results.leaderboard import leaderboard_markdown
+        from robeval.results.robustbench_json import to_model_info, write_model_info
+        from robeval.results.tables import format_eps
+
+        frame = build(list(sources))
+        md_path = markdown if markdown is not None else out.with_suffix(".md")
+        text = leaderboard_markdown(frame)
+        atomic_write_text(out, frame.to_csv(index=False))
+        atomic_write_text(md_path, text)
+        table = Table(title="leaderboard (accuracy %, * = unreliable)")
+        for name in ("#", "model", "dataset", "norm", "eps", "clean", "worst case", "autoattack", "n", "from"):
+            table.add_column(name, justify="left" if name in ("model", "dataset", "norm", "from") else "right")
+        def pct(v) -> str:
+            return "" if v is None or math.isnan(float(v)) else f"{100 * float(v):.2f}"
+
+        for row in frame.to_dict("records"):
+            table.add_row(
+                str(row["rank"]), escape(str(row["model"])), escape(str(row["dataset"])), escape(str(row["norm"])),
+                "" if math.isnan(float(row["eps"])) else format_eps(float(row["eps"])), pct(row["clean_acc"]),
+                pct(row["worst_case_acc"]) + ("*" if row["unreliable"] else ""), pct(row["autoattack_acc"]),
+                "" if pd.isna(row["n"]) else str(int(row["n"])), escape(str(row["worst_case_from"])),
+            )
+        out_console.print(table)
+        written = [str(out), str(md_path)]
+        if model_info_dir is not None:
+            for row in frame.to_dict("records"):
+                eps = "" if math.isnan(float(row["eps"])) else format_eps(float(row["eps"])).replace("/", "_")
+                stem = "_".join(str(p) for p in (row["model"], row["dataset"], row["norm"], eps) if str(p))
+                safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem) or "model"
+                write_model_info(model_info_dir / f"{safe}.json", to_model_info(row))
+            written.append(f"{len(frame)} model_info files in {model_info_dir}/")
+        out_console.print(f"wrote {', '.join(written)}", highlight=False)
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,236 @@
+"""A leaderboard across runs: one row per model x data set x threat model (norm, eps),
+ranked by the per-sample worst case over every attack that was run.
+
+Sources are run directories (``results.csv`` + ``samples.csv``), bare results CSV files,
+or RobustBench ``model_info`` JSON files (see :mod:`robeval.results.robustbench_json`).
+
+Worst case. A point counts as robust at (norm, eps) only if it is classified correctly
+(``adv_pred == label``) under *every* attack of that norm and eps. This is computed from
+``samples.csv`` by joining the attacks on ``(model, split_index)``; all attacks must cover
+the same set of points with the same labels. Where that is impossible (a bare results CSV,
+missing samples, or attacks run on different point sets) the worst case falls back to the
+minimum over attacks of ``robust_acc`` -- an upper bound on the true worst case -- and
+``worst_case_from`` says ``"min over attacks"``. Rows imported from JSON say ``"external"``
+(their worst case is the published ``autoattack_acc``).
+
+Merging. Sources are read in a canonical order (sorted by path) and every choice below
+depends only on the content, so the leaderboard does not depend on the order the sources
+are given in. When the same (model, dataset, norm, eps, attack) appears in several
+sources, the row with more points (``n``) wins; ties go to the lower (more conservative)
+``robust_acc``, then lower ``clean_acc``, then the smaller ``cell_key``/version/seed, then a
+source with samples.csv, and finally the smaller source path. A computed row beats an
+imported (JSON) row for the same (model, dataset, norm, eps); among imported rows the larger ``n`` wins, then the
+canonical JSON text.
+
+Ranking. Rows are grouped by threat model (dataset, norm, eps, in sorted order) and ranked
+inside each group by ``worst_case_acc`` descending, ties broken by ``clean_acc``
+descending and then model name, so the order is deterministic; ``rank`` is 1-based
+within the group.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from robeval.errors import RobevalError
+from robeval.results.tables import format_eps
+
+KEY_COLUMNS = ["model", "dataset", "norm", "eps"]
+HEAD_COLUMNS = ["rank", *KEY_COLUMNS, "clean_acc"]
+TAIL_COLUMNS = [
+    "worst_case_acc", "worst_case_from", "autoattack_acc", "unreliable", "attacks", "n", "training",
+    "robeval_version", "model_info",
+]
+ACC_PREFIX = "acc:"
+FROM_SAMPLES = "samples"
+FROM_MIN = "min over attacks"
+FROM_EXTERNAL = "external"
+_RESULT_NEEDED = {"model", "dataset", "attack", "norm", "eps", "n", "clean_acc", "robust_acc"}
+_SAMPLE_NEEDED = {"model", "attack", "eps", "split_index", "label", "adv_pred"}
+
+
+def _read_csv(path: Path, needed: set[str], what: str) -> pd.DataFrame:
+    try:
+        frame = pd.read_csv(path, keep_default_na=True)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise RobevalError(f"cannot read {what} {path}: {exc}; pass a run directory or a results.csv") from None
+    missing = sorted(needed - set(frame.columns))
+    if missing:
+        raise RobevalError(f"{path} is not a robeval {what} (missing columns {', '.join(missing)})")
+    return frame
+
+
+def _untargeted(frame: pd.DataFrame) -> pd.DataFrame:
+    if "target" not in frame.columns:
+        return frame
+    target = frame["target"]
+    return frame[target.isna() | (target.astype(str).str.strip() == "")]
+
+
+def _load(source: Path) -> tuple[pd.DataFrame, pd.DataFrame | None, list[dict]]:
+    """(results rows, samples or None, imported leaderboard rows) of one source."""
+    source = Path(source)
+    if not source.exists():
+        raise RobevalError(f"leaderboard source {source} does not exist; pass run directories, results CSVs or model_info JSONs")
+    if source.is_dir():
+        results_path = source / "results.csv"
+        if not results_path.is_file():
+            raise RobevalError(f"{source} holds no results.csv; pass a directory written by `robeval run`")
+        results = _read_csv(results_path, _RESULT_NEEDED, "results file")
+        samples_path = source / "samples.csv"
+        samples = _read_csv(samples_path, _SAMPLE_NEEDED, "samples file") if samples_path.is_file() else None
+        return results, samples, []
+    if source.suffix.lower() == ".json":
+        from robeval.results.robustbench_json import from_model_info, read_model_info
+
+        return pd.DataFrame(), None, [from_model_info(read_model_info(source))]
+    if source.suffix.lower() == ".csv":
+        return _read_csv(source, _RESULT_NEEDED, "results file"), None, []
+    raise RobevalError(f"cannot use {source} as a leaderboard source; pass a run directory, a .csv or a .json file")
+
+
+def _text(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return str(value)
+
+
+def _choose_rows(results: pd.DataFrame) -> pd.DataFrame:
+    """One row per (model, dataset, norm, eps, attack): most points, then the tie-break
+    documented in the module docstring."""
+    frame = results.copy()
+    for col in ("cell_key", "robeval_version", "seed", "training"):
+        frame[col] = frame[col].map(_text) if col in frame.columns else ""
+    frame = frame.sort_values(
+        ["model", "dataset", "norm", "eps", "attack", "n", "robust_acc", "clean_acc", "cell_key", "robeval_version",
+         "seed", "_no_samples", "_source"],
+        ascending=[True, True, True, True, True, False, True, True, True, True, True, True, True], kind="mergesort",
+    )
+    return frame.drop_duplicates(["model", "dataset", "norm", "eps", "attack"], keep="first")
+
+
+def _per_sample(group: pd.DataFrame, samples: dict[str, pd.DataFrame | None]):
+    """(worst-case accuracy, clean accuracy, points) from the per-point outcomes, or None
+    when the attacks cannot be joined point by point."""
+    joined = None
+    for row in group.to_dict("records"):
+        s = samples.get(row["_source"])
+        if s is None:
+            return None
+        s = s[(s["model"] == row["model"]) & (s["attack"] == row["attack"]) & (s["eps"] == row["eps"])]
+        if len(s) == 0 or s["split_index"].duplicated().any():
+            return None
+        s = s.set_index("split_index")
+        if joined is None:
+            joined = pd.DataFrame({"label": s["label"], "robust": s["adv_pred"] == s["label"]})
+            if "clean_pred" in s.columns:
+                joined["clean"] = s["clean_pred"] == s["label"]
+            continue
+        if set(s.index) != set(joined.index) or not (s["label"].reindex(joined.index) == joined["label"]).all():
+            return None
+        joined["robust"] &= (s["adv_pred"] == s["label"]).reindex(joined.index)
+    clean = float(joined["clean"].mean()) if "clean" in joined.columns else None
+    return float(joined["robust"].mean()), clean, len(joined)
+
+
+def _computed_rows(results: pd.DataFrame, samples: dict[str, pd.DataFrame | None]) -> list[dict]:
+    rows = []
+    chosen = _choose_rows(results)
+    for (model, dataset, norm, eps), group in chosen.groupby(KEY_COLUMNS, sort=True):
+        group = group.sort_values("attack")
+        accs = {f"{ACC_PREFIX}{a}": float(v) for a, v in zip(group["attack"], group["robust_acc"], strict=True)}
+        by_n = group.sort_values(["n", "clean_acc"], ascending=[False, True], kind="mergesort")
+        clean, n = float(by_n["clean_acc"].iloc[0]), int(group["n"].min())
+        joined = _per_sample(group, samples)
+        if joined is not None:
+            worst, sample_clean, n = joined
+            clean = sample_clean if sample_clean is not None else clean
+            source = FROM_SAMPLES
+        else:
+            worst, source = float(group["robust_acc"].min()), FROM_MIN
+        auto = group[group["attack"].str.lower().str.startswith("autoattack")]
+        trainings = sorted({t for t in group["training"] if t})
+        versions = sorted({v for v in group["robeval_version"] if v})
+        rows.append({
+            "model": model, "dataset": dataset, "norm": norm, "eps": float(eps), "clean_acc": clean, **accs,
+            "worst_case_acc": worst, "worst_case_from": source,
+            "autoattack_acc": float(auto["robust_acc"].min()) if len(auto) else np.nan,
+            "unreliable": bool(source != FROM_SAMPLES or len(group) < 2), "attacks": len(group), "n": n,
+            "training": "; ".join(trainings), "robeval_version": ",".join(versions), "model_info": "",
+        })
+    return rows
+
+
+def _imported_rows(imported: list[dict], taken: set[tuple]) -> list[dict]:
+    best: dict[tuple, dict] = {}
+    for row in sorted(imported, key=lambda r: (-int(r.get("n") or 0), json.dumps(r, sort_keys=True, default=str))):
+        key = tuple(row[k] for k in KEY_COLUMNS)
+        if key not in taken and key not in best:
+            best[key] = row
+    return list(best.values())
+
+
+def leaderboard(sources: list[Path]) -> pd.DataFrame:
+    """The ranked leaderboard of ``sources`` (see the module docstring for every rule)."""
+    if not sources:
+        raise RobevalError("no leaderboard sources given; pass run directories, results CSVs or model_info JSONs")
+    results_parts, samples, imported = [], {}, []
+    for source in sorted({str(Path(s)) for s in sources}):
+        results, sample_frame, rows = _load(Path(source))
+        imported += rows
+        if len(results):
+            results = _untargeted(results)
+            results = results[results["eps"].astype(float) != 0].assign(
+                _source=source, _no_samples=sample_frame is None, eps=lambda f: f["eps"].astype(float))
+            results_parts.append(results)
+        if sample_frame is not None:
+            sample_frame = _untargeted(sample_frame).assign(eps=lambda f: f["eps"].astype(float))
+            samples[source] = sample_frame
+    computed = _computed_rows(pd.concat(results_parts, ignore_index=True), samples) if results_parts else []
+    taken = {tuple(r[k] for k in KEY_COLUMNS) for r in computed}
+    return _rank(computed + _imported_rows(imported, taken))
+
+
+def _rank(rows: list[dict]) -> pd.DataFrame:
+    attack_cols = sorted({k for r in rows for k in r if k.startswith(ACC_PREFIX)})
+    columns = [*HEAD_COLUMNS, *attack_cols, *TAIL_COLUMNS]
+    frame = pd.DataFrame(rows, columns=[c for c in columns if c != "rank"])
+    if frame.empty:
+        return pd.DataFrame(columns=columns)
+    frame["unreliable"] = frame["unreliable"].astype(bool)
+    frame["n"] = frame["n"].astype("Int64")
+    for col in ("training", "robeval_version", "model_info", "norm", "worst_case_from"):
+        frame[col] = frame[col].map(_text)
+    order = frame.assign(_w=frame["worst_case_acc"].fillna(-1.0), _c=frame["clean_acc"].fillna(-1.0))
+    order = order.sort_values(["dataset", "norm", "eps", "_w", "_c", "model"],
+                              ascending=[True, True, True, False, False, True], kind="mergesort")
+    frame = order.drop(columns=["_w", "_c"]).reset_index(drop=True)
+    frame.insert(0, "rank", frame.groupby(["dataset", "norm", "eps"], sort=False).cumcount() + 1)
+    return frame[columns]
+
+
+def _pct(value) -> str:
+    return "" if value is None or pd.isna(value) else f"{100 * float(value):.2f}"
+
+
+def leaderboard_markdown(frame: pd.DataFrame) -> str:
+    """GitHub Markdown: accuracies in % (2 decimals), eps as ``8/255``; ``*`` marks an
+    unreliable worst case (a fallback or fewer than two attacks)."""
+    attack_cols = [c for c in frame.columns if c.startswith(ACC_PREFIX)]
+    header = ["#", "model", "dataset", "norm", "eps", "clean", *[c[len(ACC_PREFIX):] for c in attack_cols],
+              "worst case", "autoattack", "n", "worst case from"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+    for row in frame.to_dict("records"):
+        mark = "*" if row["unreliable"] else ""
+        eps = "" if pd.isna(row["eps"]) else format_eps(float(row["eps"]))
+        cells = [str(row["rank"]), str(row["model"]), str(row["dataset"]), str(row["norm"]), eps,
+                 _pct(row["clean_acc"]), *[_pct(row[c]) for c in attack_cols],
+                 _pct(row["worst_case_acc"]) + mark, _pct(row["autoattack_acc"]),
+                 "" if pd.isna(row["n"]) else str(int(row["n"])), str(row["worst_case_from"])]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines) + "\n\n`*` unreliable: worst case not computed per sample, or fewer than two attacks.\n"

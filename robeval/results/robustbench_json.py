@@ -1,0 +1,155 @@
+"""Leaderboard rows as RobustBench ``model_info`` JSON entries and back.
+
+RobustBench keeps one JSON per model with the keys in :data:`MODEL_INFO_KEYS`;
+accuracies are strings of percentages with two decimals (``"86.04"``) and ``eps`` a
+string such as ``"8/255"``. Fields robeval does not know (link, authors, venue, ...) are
+empty strings unless given as overrides. What RobustBench has no field for (our model
+name, the norm, the per-attack accuracies, the per-sample worst case, n, training,
+version) goes under the extra key ``"robeval"``, which RobustBench ignores.
+
+An entry without a ``"robeval"`` key (a published one) imports as an *external* row whose
+worst case is its ``autoattack_acc``. Every imported row keeps the entry's own fields in
+its ``model_info`` column, so export -> import -> export gives the identical entry.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from robeval.atomic import atomic_write_text
+from robeval.errors import RobevalError
+from robeval.results.leaderboard import ACC_PREFIX, FROM_EXTERNAL, FROM_SAMPLES
+from robeval.results.tables import format_eps
+
+MODEL_INFO_KEYS = (
+    "link", "name", "authors", "additional_data", "number_forward_passes", "dataset", "venue", "architecture",
+    "eps", "clean_acc", "reported", "autoattack_acc", "unreliable", "footnote",
+)
+EXTRA_KEY = "robeval"
+
+
+def _missing(value: Any) -> bool:
+    if value is None:
+        return True
+    try:
+        return bool(math.isnan(float(value)))
+    except (TypeError, ValueError):
+        return False
+
+
+def _pct(value: Any) -> str:
+    return "" if _missing(value) or value == "" else f"{100 * float(value):.2f}"
+
+
+def _from_pct(text: Any) -> float:
+    if text is None or str(text).strip() == "":
+        return math.nan
+    try:
+        return float(text) / 100
+    except ValueError:
+        raise RobevalError(f"model_info accuracy {text!r} is not a percentage like \"86.04\"") from None
+
+
+def _parse_eps(text: Any) -> float:
+    if text is None or str(text).strip() == "":
+        return math.nan
+    from robeval.params import parse_eps_list
+
+    return float(parse_eps_list(str(text))[0])
+
+
+def _num(value: Any) -> float | None:
+    return None if _missing(value) or value == "" else float(value)
+
+
+def to_model_info(row: dict, **overrides: Any) -> dict:
+    """One leaderboard row as a RobustBench ``model_info`` dict; ``overrides`` set any
+    field (e.g. ``link=..., authors=..., venue=...``)."""
+    row = dict(row)
+    eps = _num(row.get("eps"))
+    attacks = {k[len(ACC_PREFIX):]: _num(v) for k, v in sorted(row.items())
+               if k.startswith(ACC_PREFIX) and _num(v) is not None}
+    source = str(row.get("worst_case_from") or "")
+    info: dict[str, Any] = {key: "" for key in MODEL_INFO_KEYS}
+    info.update({
+        "name": str(row.get("model", "")), "dataset": str(row.get("dataset", "")),
+        "eps": "" if eps is None else format_eps(eps), "clean_acc": _pct(row.get("clean_acc")),
+        "autoattack_acc": _pct(row.get("autoattack_acc")), "unreliable": bool(row.get("unreliable", False)),
+    })
+    if source != FROM_EXTERNAL:
+        how = "per sample" if source == FROM_SAMPLES else source
+        info["footnote"] = (f"robeval worst case over {', '.join(attacks) or 'no attacks'} ({how}): "
+                            f"{_pct(row.get('worst_case_acc'))}%")
+    blob = row.get("model_info")
+    if isinstance(blob, str) and blob.strip():
+        info.update(json.loads(blob))
+    info.update(overrides)
+    if source != FROM_EXTERNAL:
+        n = _num(row.get("n"))
+        info[EXTRA_KEY] = {
+            "model": str(row.get("model", "")), "norm": str(row.get("norm", "")), "eps": eps,
+            "clean_acc": _num(row.get("clean_acc")), "attacks": attacks,
+            "worst_case_acc": _num(row.get("worst_case_acc")), "worst_case_from": source,
+            "autoattack_acc": _num(row.get("autoattack_acc")), "unreliable": bool(row.get("unreliable", False)),
+            "n": None if n is None else int(n), "training": str(row.get("training") or ""),
+            "robeval_version": str(row.get("robeval_version") or ""),
+        }
+    ordered = {k: info[k] for k in MODEL_INFO_KEYS}
+    ordered.update({k: v for k, v in info.items() if k not in ordered and k != EXTRA_KEY})
+    if EXTRA_KEY in info:
+        ordered[EXTRA_KEY] = info[EXTRA_KEY]
+    return ordered
+
+
+def from_model_info(info: dict) -> dict:
+    """A ``model_info`` dict as a leaderboard row. Our own exports come back exactly from
+    the ``"robeval"`` key; published entries become external rows (worst case =
+    ``autoattack_acc``, norm unknown unless given)."""
+    if not isinstance(info, dict):
+        raise RobevalError("a RobustBench model_info entry must be a JSON object")
+    fields = {k: v for k, v in info.items() if k != EXTRA_KEY}
+    extra = info.get(EXTRA_KEY)
+    blob = json.dumps(fields)
+    if isinstance(extra, dict):
+        nan = math.nan
+        row = {
+            "model": extra.get("model", ""), "dataset": str(info.get("dataset", "")), "norm": extra.get("norm", ""),
+            "eps": nan if extra.get("eps") is None else float(extra["eps"]),
+            "clean_acc": nan if extra.get("clean_acc") is None else float(extra["clean_acc"]),
+            **{f"{ACC_PREFIX}{a}": float(v) for a, v in extra.get("attacks", {}).items()},
+            "worst_case_acc": nan if extra.get("worst_case_acc") is None else float(extra["worst_case_acc"]),
+            "worst_case_from": extra.get("worst_case_from", ""),
+            "autoattack_acc": nan if extra.get("autoattack_acc") is None else float(extra["autoattack_acc"]),
+            "unreliable": bool(extra.get("unreliable", False)), "attacks": len(extra.get("attacks", {})),
+            "n": extra.get("n"), "training": extra.get("training", ""),
+            "robeval_version": extra.get("robeval_version", ""), "model_info": blob,
+        }
+        return row
+    auto = _from_pct(info.get("autoattack_acc"))
+    return {
+        "model": str(info.get("name", "")), "dataset": str(info.get("dataset", "")), "norm": str(info.get("norm", "")),
+        "eps": _parse_eps(info.get("eps")), "clean_acc": _from_pct(info.get("clean_acc")),
+        "worst_case_acc": auto, "worst_case_from": FROM_EXTERNAL, "autoattack_acc": auto,
+        "unreliable": bool(info.get("unreliable", False)), "attacks": 0, "n": None, "training": "",
+        "robeval_version": "", "model_info": blob,
+    }
+
+
+def write_model_info(path: Path, info: dict) -> Path:
+    """Write one entry as indented JSON (atomically); return the path."""
+    atomic_write_text(Path(path), json.dumps(info, indent=2) + "\n")
+    return Path(path)
+
+
+def read_model_info(path: Path) -> dict:
+    """Read one entry; a missing or malformed file is a :class:`RobevalError`."""
+    try:
+        info = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RobevalError(f"cannot read RobustBench model_info {path}: {exc}") from None
+    if not isinstance(info, dict):
+        raise RobevalError(f"{path} is not a RobustBench model_info entry (expected a JSON object)")
+    return info

@@ -1,0 +1,162 @@
+"""Leaderboard across runs, per-sample worst case, merge-order independence,
+RobustBench model_info round trip and the `robeval leaderboard` command."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from robeval.cli import app
+from robeval.errors import RobevalError
+from robeval.results.leaderboard import leaderboard, leaderboard_markdown
+from robeval.results.robustbench_json import (
+    from_model_info,
+    read_model_info,
+    to_model_info,
+    write_model_info,
+)
+from robeval.results.tables import RESULT_COLUMNS, SAMPLE_COLUMNS
+
+
+def _result(model, attack, eps, n, clean, robust, **extra):
+    row = dict.fromkeys(RESULT_COLUMNS, "")
+    row.update(model=model, training="ce, 1 epoch", dataset="toy", attack=attack, norm="linf", eps=eps, n=n,
+               clean_acc=clean, robust_acc=robust, robeval_version="0.1.0", seed=0, cell_key=f"{model}-{attack}-{eps}")
+    row.update(extra)
+    return row
+
+
+def _samples(model, attack, eps, robust_mask, labels=None):
+    rows = []
+    for i, ok in enumerate(robust_mask):
+        label = 0 if labels is None else labels[i]
+        rows.append({"model": model, "attack": attack, "eps": eps, "index": i, "split_index": 100 + i, "target": None,
+                     "label": label, "clean_pred": label, "adv_pred": label if ok else label + 1,
+                     "perturbation_norm": eps, "l0": 1.0, "l2": eps, "linf": eps})
+    return rows
+
+
+def _run_dir(path, results, samples=None):
+    path.mkdir(parents=True)
+    pd.DataFrame(results, columns=RESULT_COLUMNS).to_csv(path / "results.csv", index=False)
+    if samples is not None:
+        pd.DataFrame(samples, columns=SAMPLE_COLUMNS).to_csv(path / "samples.csv", index=False)
+    return path
+
+
+def _two_attack_run(path, model, a_mask, b_mask, eps=0.1):
+    n = len(a_mask)
+    results = [_result(model, "fgsm", 0.0, n, 1.0, 1.0),
+               _result(model, "fgsm", eps, n, 1.0, sum(a_mask) / n), _result(model, "pgd", eps, n, 1.0, sum(b_mask) / n),
+               _result(model, "pgd", eps, n, 1.0, 0.0, target="3")]
+    samples = _samples(model, "fgsm", eps, a_mask) + _samples(model, "pgd", eps, b_mask)
+    return _run_dir(path, results, samples)
+
+
+def test_worst_case_is_per_sample_not_min_over_attacks(tmp_path):
+    # each attack alone leaves half the points robust, but never the same half
+    run = _two_attack_run(tmp_path / "run", "m", [1, 1, 0, 0], [0, 0, 1, 1])
+    frame = leaderboard([run])
+    assert len(frame) == 1  # eps 0 and the targeted row are skipped
+    row = frame.iloc[0]
+    assert row["acc:fgsm"] == 0.5 and row["acc:pgd"] == 0.5
+    assert row["worst_case_acc"] == 0.0 and row["worst_case_from"] == "samples"
+    assert not row["unreliable"] and row["n"] == 4 and pd.isna(row["autoattack_acc"])
+    # a bare results CSV can only give the min over attacks, and says so
+    csv_row = leaderboard([run / "results.csv"]).iloc[0]
+    assert csv_row["worst_case_acc"] == 0.5 and csv_row["worst_case_from"] == "min over attacks"
+    assert csv_row["unreliable"]
+
+
+def test_different_point_sets_fall_back_and_flag(tmp_path):
+    run = _two_attack_run(tmp_path / "run", "m", [1, 1, 0, 0], [0, 0, 1, 1])
+    samples = pd.read_csv(run / "samples.csv")
+    samples.loc[samples["attack"] == "pgd", "split_index"] += 50
+    samples.to_csv(run / "samples.csv", index=False)
+    row = leaderboard([run]).iloc[0]
+    assert row["worst_case_from"] == "min over attacks" and row["worst_case_acc"] == 0.5 and row["unreliable"]
+
+
+def test_ranking_order_is_deterministic(tmp_path):
+    results = [
+        _result("b", "fgsm", 0.1, 10, 0.9, 0.5), _result("b", "pgd", 0.1, 10, 0.9, 0.4),
+        _result("a", "fgsm", 0.1, 10, 0.9, 0.5), _result("a", "pgd", 0.1, 10, 0.9, 0.4),  # tie with b -> name
+        _result("c", "fgsm", 0.1, 10, 0.95, 0.6), _result("c", "pgd", 0.1, 10, 0.95, 0.4),  # tie on worst, better clean
+        _result("d", "fgsm", 0.1, 10, 0.5, 0.7), _result("d", "autoattack", 0.1, 10, 0.5, 0.6),
+        _result("d", "fgsm", 0.3, 10, 0.5, 0.1),
+    ]
+    path = tmp_path / "results.csv"
+    pd.DataFrame(results, columns=RESULT_COLUMNS).to_csv(path, index=False)
+    frame = leaderboard([path])
+    first = frame[frame["eps"] == 0.1]
+    assert list(first["model"]) == ["d", "c", "a", "b"]
+    assert list(first["rank"]) == [1, 2, 3, 4]
+    assert first.iloc[0]["autoattack_acc"] == 0.6
+    single = frame[frame["eps"] == 0.3].iloc[0]
+    assert single["rank"] == 1 and single["unreliable"]  # one attack only
+    md = leaderboard_markdown(frame)
+    assert "| 1 | d | toy | linf | 0.1 | 50.00 |" in md
+
+
+def test_merge_order_independent_with_duplicate(tmp_path):
+    a = _two_attack_run(tmp_path / "a", "m", [1, 1, 0, 0], [0, 0, 1, 1])
+    b = _two_attack_run(tmp_path / "b", "m", [1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 0, 0])  # same cells, more points
+    c = _two_attack_run(tmp_path / "c", "other", [1, 0], [1, 1])
+    ab = leaderboard([a, b, c])
+    ba = leaderboard([c, b, a])
+    pd.testing.assert_frame_equal(ab, ba)
+    row = ab[ab["model"] == "m"].iloc[0]
+    assert row["n"] == 6 and row["worst_case_acc"] == pytest.approx(4 / 6)
+
+
+def test_robustbench_round_trip_keeps_every_field(tmp_path):
+    run = _two_attack_run(tmp_path / "run", "m", [1, 1, 1, 0], [1, 1, 0, 0], eps=8 / 255)
+    row = leaderboard([run]).iloc[0].to_dict()
+    info = to_model_info(row, link="https://example.org", authors="A. Author", venue="Test 2024")
+    assert info["eps"] == "8/255" and info["clean_acc"] == "100.00" and info["autoattack_acc"] == ""
+    assert info["unreliable"] is False and info["architecture"] == ""
+    path = write_model_info(tmp_path / "m.json", info)
+    again = to_model_info(from_model_info(read_model_info(path)))
+    assert again == info
+    assert json.dumps(again) == json.dumps(info)  # same key order too
+    # a published entry (no robeval key) imports as an external row and round-trips too
+    published = {"link": "https://arxiv.org/abs/x", "name": "Some Paper", "authors": "X", "additional_data": True,
+                 "number_forward_passes": 1, "dataset": "cifar10", "venue": "ICML 2020", "architecture": "WRN-34-10",
+                 "eps": "8/255", "clean_acc": "86.04", "reported": "59.53", "autoattack_acc": "59.48",
+                 "unreliable": False, "footnote": "", "external": "59.5"}
+    ext = from_model_info(published)
+    assert ext["worst_case_from"] == "external" and ext["worst_case_acc"] == pytest.approx(0.5948)
+    assert to_model_info(ext) == published
+    assert to_model_info(from_model_info(to_model_info(ext))) == published
+
+
+def test_cli_writes_files_and_bad_path_is_one_line(tmp_path):
+    run = _two_attack_run(tmp_path / "run", "m", [1, 1, 0, 0], [0, 0, 1, 1])
+    published = tmp_path / "pub.json"
+    published.write_text(json.dumps({"name": "Paper", "dataset": "toy", "eps": "0.1", "clean_acc": "90.00",
+                                     "autoattack_acc": "40.00", "unreliable": False}))
+    out = tmp_path / "lb" / "leaderboard.csv"
+    runner = CliRunner()
+    result = runner.invoke(app, ["leaderboard", str(run), str(published), "--out", str(out),
+                                 "--markdown", str(tmp_path / "lb.md"), "--model-info-dir", str(tmp_path / "mi")])
+    assert result.exit_code == 0, result.output
+    frame = pd.read_csv(out)
+    assert set(frame["model"]) == {"m", "Paper"} and set(frame["worst_case_from"]) == {"samples", "external"}
+    assert "worst case" in (tmp_path / "lb.md").read_text()
+    assert len(list((tmp_path / "mi").glob("*.json"))) == 2
+    bad = runner.invoke(app, ["leaderboard", str(tmp_path / "missing"), "--out", str(out)])
+    assert bad.exit_code == 2
+    lines = [line for line in bad.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "does not exist" in lines[0]
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    bad_json = runner.invoke(app, ["leaderboard", str(broken), "--out", str(out)])
+    assert bad_json.exit_code == 2
+
+
+def test_no_sources_is_an_error():
+    with pytest.raises(RobevalError):
+        leaderboard([])

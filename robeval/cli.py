@@ -189,31 +189,16 @@ def spectrum(
     """Average log-amplitude spectra of natural vs adversarial images, their difference
     and the perturbations' power spectrum (spectrum.png, spectrum.npz)."""
     with user_errors():
+        from robeval.analysis.inputs import model_and_subset, single_eps
         from robeval.analysis.spectrum import spectrum_analysis, write_spectrum
         from robeval.attacks import get as get_attack
-        from robeval.data import dataset_info, load_dataset
         from robeval.device import resolve_device
-        from robeval.models import load_model
-        from robeval.params import parse_eps_list
 
-        budgets = parse_eps_list(eps)
-        if len(budgets) != 1 or math.isinf(budgets[0]):
-            raise RobevalError(f"--eps takes one finite budget, not {eps!r}")
+        budget = single_eps(eps)
         attack_obj = get_attack(attack)
         resolved = resolve_device(device)
-        loaded = load_model(model, device=resolved)
-        if dataset is None:
-            if loaded.meta is None:
-                raise RobevalError("cannot tell which data set to use; pass --dataset NAME (see `robeval ls datasets`)")
-            dataset = loaded.meta.dataset
-        info = dataset_info(dataset, root=data_root)
-        if loaded.meta is not None and tuple(loaded.meta.input_shape) != tuple(info.input_shape):
-            raise RobevalError(
-                f"model {loaded.name!r} was trained on inputs of shape {tuple(loaded.meta.input_shape)} but "
-                f"{dataset} gives {tuple(info.input_shape)}; pass the matching --dataset"
-            )
-        x, y = load_dataset(dataset, split="test", n=n, seed=seed, root=data_root)
-        result = spectrum_analysis(loaded.model, x, y, attack_obj, budgets[0], batch_size=batch_size,
+        loaded, x, y = model_and_subset(model, dataset=dataset, n=n, seed=seed, data_root=data_root, device=resolved)
+        result = spectrum_analysis(loaded.model, x, y, attack_obj, budget, batch_size=batch_size,
                                    device=resolved, seed=seed)
         png, npz = write_spectrum(result, out)
         out_console.print(
@@ -247,15 +232,11 @@ def frequency(
             make_adversarials,
             write_frequency,
         )
+        from robeval.analysis.inputs import model_and_subset, single_eps
         from robeval.attacks import get as get_attack
-        from robeval.data import dataset_info, load_dataset
         from robeval.device import resolve_device
-        from robeval.models import load_model
-        from robeval.params import parse_eps_list
 
-        budgets = parse_eps_list(eps)
-        if len(budgets) != 1 or math.isinf(budgets[0]):
-            raise RobevalError(f"--eps takes one finite budget, not {eps!r}")
+        budget = single_eps(eps)
         radius_list: list[float] | None = None
         if radii is not None:
             try:
@@ -266,28 +247,17 @@ def frequency(
                 raise RobevalError(f"--radii takes comma-separated finite numbers >= 0, not {radii!r}")
         attack_obj = get_attack(attack)
         resolved = resolve_device(device)
-        loaded = load_model(model, device=resolved)
-        if dataset is None:
-            if loaded.meta is None:
-                raise RobevalError("cannot tell which data set to use; pass --dataset NAME (see `robeval ls datasets`)")
-            dataset = loaded.meta.dataset
-        info = dataset_info(dataset, root=data_root)
-        if loaded.meta is not None and tuple(loaded.meta.input_shape) != tuple(info.input_shape):
-            raise RobevalError(
-                f"model {loaded.name!r} was trained on inputs of shape {tuple(loaded.meta.input_shape)} but "
-                f"{dataset} gives {tuple(info.input_shape)}; pass the matching --dataset"
-            )
-        x, y = load_dataset(dataset, split="test", n=n, seed=seed, root=data_root)
+        loaded, x, y = model_and_subset(model, dataset=dataset, n=n, seed=seed, data_root=data_root, device=resolved)
         if radius_list is None:
             radius_list = default_radii(*x.shape[-2:])
-        x_adv = make_adversarials(loaded.model, x, y, attack_obj, budgets[0], batch_size=batch_size,
+        x_adv = make_adversarials(loaded.model, x, y, attack_obj, budget, batch_size=batch_size,
                                   device=resolved, seed=seed)
         frame = frequency_sweep(loaded.model, x, y, x_adv, radius_list, batch_size=batch_size, device=resolved)
-        csv, png = write_frequency(out, frame, title=f"{attack} eps={budgets[0]:g}, n={len(x)}")
+        csv, png = write_frequency(out, frame, title=f"{attack} eps={budget:g}, n={len(x)}")
         clean_acc = accuracy(loaded.model, x, y, batch_size=batch_size, device=resolved)
         adv_acc = accuracy(loaded.model, x_adv, y, batch_size=batch_size, device=resolved)
         out_console.print(
-            f"{attack} eps={budgets[0]:g}, n={len(x)}: accuracy {100 * clean_acc:.1f}% clean, "
+            f"{attack} eps={budget:g}, n={len(x)}: accuracy {100 * clean_acc:.1f}% clean, "
             f"{100 * adv_acc:.1f}% adversarial; accuracy vs frequency radius:", highlight=False,
         )
         out_console.print(frame.to_string(index=False, float_format=lambda v: f"{v:.3f}"), highlight=False)

@@ -10,7 +10,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from robeval.attacks.base import BALL_NORMS, Deformation, field_norms, perturbation_norms
+from robeval.attacks.base import (
+    BALL_NORMS,
+    Deformation,
+    field_norms,
+    perturbation_norms,
+)
 
 TOL = 1e-5
 

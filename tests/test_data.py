@@ -16,7 +16,14 @@ import scipy.io
 import torch
 from PIL import Image
 
-from robeval.data import DatasetInfo, DataSource, dataset_info, datasets, get_source, load_dataset
+from robeval.data import (
+    DatasetInfo,
+    DataSource,
+    dataset_info,
+    datasets,
+    get_source,
+    load_dataset,
+)
 from robeval.data.base import split_spec
 from robeval.data.cache import cache_path, save_arrays
 from robeval.data.idx import IMAGES_MAGIC, LABELS_MAGIC

@@ -13,7 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from robeval.data.base import EPS_CIFAR, DatasetInfo, DataSource, datasets, int_in_range, take_params
+from robeval.data.base import (
+    EPS_CIFAR,
+    DatasetInfo,
+    DataSource,
+    datasets,
+    int_in_range,
+    take_params,
+)
 from robeval.data.local import ROOT_ENV
 from robeval.errors import RobevalError
 from robeval.params import ParamValue

@@ -12,7 +12,14 @@ import math
 
 import numpy as np
 
-from robeval.data.base import EPS_MNIST, DatasetInfo, DataSource, datasets, int_in_range, take_params
+from robeval.data.base import (
+    EPS_MNIST,
+    DatasetInfo,
+    DataSource,
+    datasets,
+    int_in_range,
+    take_params,
+)
 from robeval.errors import RobevalError
 from robeval.params import ParamValue
 

@@ -10,7 +10,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from robeval.attacks.base import BALL_NORMS, Deformation, field_norms, perturbation_norms
+from robeval.attacks.base import (
+    BALL_NORMS,
+    Deformation,
+    field_norms,
+    perturbation_norms,
+)
 from robeval.errors import AttackContractError
 
 BOX_TOL = 1e-6

@@ -31,7 +31,13 @@ from torch import Tensor, nn
 
 from robeval.attacks import Attack, canonical_name
 from robeval.attacks import get as get_attack
-from robeval.attacks.base import BALL_NORMS, all_norms, is_minimal, is_nested, perturbation_norms
+from robeval.attacks.base import (
+    BALL_NORMS,
+    all_norms,
+    is_minimal,
+    is_nested,
+    perturbation_norms,
+)
 from robeval.eval.cells import Cell, batch_seed
 from robeval.eval.checks import attack_norms
 from robeval.eval.counting import PassCounter

@@ -67,6 +67,8 @@ def load_model(source: str, device: str | torch.device = "cpu") -> LoadedModel:
     prefix, colon, rest = text.partition(":")
     if Path(text).is_file():
         loaded = load_checkpoint_source(text, source)
+    elif colon and prefix.lower().endswith(".py") and "file" in model_sources:
+        loaded = model_sources.get("file")(text, source)  # PATH.py:factory, as file:PATH.py:factory
     elif colon and prefix.lower() in model_sources:
         loaded = model_sources.get(prefix)(rest, source)
     elif colon:

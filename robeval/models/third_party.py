@@ -1,0 +1,353 @@
+"""Model sources beyond robeval checkpoints: torchvision, TorchScript, Python factories
+and entry-point plug-ins, plus a clean-accuracy sanity check for wrong normalisation.
+
+Every loaded model takes images in [0,1] (robeval's convention, attack budgets are in
+[0,1] pixel units). Options follow the source after a colon as ``key=value,key=value``
+(as in ``pgd:steps=40``); per-channel values are separated by ``;`` because ``,``
+separates options: ``torchvision:resnet18:weights=w.pt,mean=0.5;0.5;0.5,std=0.5;0.5;0.5``
+(quote it in a shell). ``mean=none`` switches the Normalize wrapper off.
+
+Sources registered here:
+
+* ``torchvision:NAME[:weights=PATH,num_classes=N,mean=..,std=..]``
+* ``torchscript:PATH[:mean=..,std=..]``
+* ``file:PATH.py:FACTORY[:key=value,...]`` (and the same without ``file:``)
+* ``plugin:NAME[:key=value,...]`` for entry points in the group ``robeval.models``
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import math
+import re
+import sys
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from robeval.errors import RobevalError
+from robeval.models.checkpoint import CheckpointMeta
+from robeval.models.normalize import Normalize
+from robeval.models.sources import LoadedModel, model_sources
+from robeval.params import parse_named, parse_number
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+#: Entry-point group whose entries become ``plugin:NAME`` model sources.
+PLUGIN_GROUP = "robeval.models"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _split_options(text: str) -> tuple[str, str]:
+    """``"PATH:k=v,k2=v2"`` -> ``("PATH", "k=v,k2=v2")``; a tail without ``=`` stays in PATH."""
+    head, colon, tail = text.rpartition(":")
+    if colon and "=" in tail:
+        return head, tail
+    return text, ""
+
+
+def _raw_options(text: str, *, source: str, allowed: Sequence[str]) -> dict[str, str]:
+    """``"k=v,k2=v2"`` -> ``{"k": "v", "k2": "v2"}`` (values kept as typed)."""
+    options: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, eq, value = part.partition("=")
+        key = key.strip().lower().replace("-", "_")
+        if not eq or not key:
+            raise RobevalError(f"cannot read option {part!r} in model source {source!r}; write key=value")
+        if key not in allowed:
+            raise RobevalError(
+                f"unknown option {key!r} in model source {source!r}; known: {', '.join(allowed)}"
+            )
+        options[key] = value.strip()
+    return options
+
+
+def _stats(text: str | None, default: Sequence[float] | None, what: str) -> tuple[float, ...] | None:
+    """``"0.5;0.5;0.5"`` -> ``(0.5, 0.5, 0.5)``; ``"none"`` -> None; missing -> default."""
+    if text is None:
+        return tuple(default) if default is not None else None
+    if text.strip().lower() in ("none", "null", ""):
+        return None
+    return tuple(parse_number(v, what=what) for v in text.split(";") if v.strip())
+
+
+def _wrap(net: nn.Module, mean: Sequence[float] | None, std: Sequence[float] | None) -> nn.Module:
+    if mean is None and std is None:
+        return net
+    return Normalize(net, mean if mean is not None else 0.0, std if std is not None else 1.0)
+
+
+def _existing_file(path: str, what: str) -> Path:
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise RobevalError(f"{what} {str(file)!r} does not exist; check the path")
+    return file
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- torchvision
+
+
+@model_sources.register("torchvision")
+def load_torchvision(rest: str, source: str) -> LoadedModel:
+    """torchvision:NAME[:weights=PATH,num_classes=N,mean=a;b;c,std=a;b;c] - a torchvision
+    architecture with a local state_dict; takes [0,1] images, normalised with ImageNet
+    mean/std unless overridden (never downloads; no weights = random init, warned).
+
+    The state_dict is read with ``torch.load(weights_only=True)``, so it cannot run code.
+    The identity is ``torchvision:NAME:<sha256 of the weights file>`` (of the spec
+    without weights).
+    """
+    import torchvision
+
+    name, _, opts = rest.strip().partition(":")
+    options = _raw_options(opts, source=source, allowed=("weights", "num_classes", "mean", "std"))
+    if not name:
+        raise RobevalError(f"model source {source!r} names no architecture; write e.g. torchvision:resnet18")
+    known = torchvision.models.list_models()
+    if name.lower() not in known:
+        from robeval.registry import unknown_name_message
+
+        raise RobevalError(unknown_name_message("torchvision model", name, known, see_also=False))
+    kwargs: dict[str, Any] = {}
+    if "num_classes" in options:
+        try:
+            kwargs["num_classes"] = int(options["num_classes"])
+        except ValueError:
+            raise RobevalError(f"num_classes must be an integer in {source!r}") from None
+    net = torchvision.models.get_model(name.lower(), weights=None, **kwargs)
+    if "weights" in options:
+        weights = _existing_file(options["weights"], "weights file")
+        try:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise RobevalError(f"cannot read weights file {str(weights)!r} as a state_dict: {exc}") from exc
+        if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
+            state = state["state_dict"]
+        if not isinstance(state, Mapping):
+            raise RobevalError(f"weights file {str(weights)!r} does not hold a state_dict")
+        try:
+            net.load_state_dict(state)
+        except RuntimeError as exc:
+            raise RobevalError(
+                f"weights file {str(weights)!r} does not fit torchvision {name} (check num_classes): {exc}"
+            ) from exc
+        identity = f"torchvision:{name.lower()}:sha256:{_sha256(weights)}"
+    else:
+        warnings.warn(
+            f"{source!r} has no weights=PATH; the model is randomly initialised", stacklevel=2
+        )
+        identity = f"torchvision:{name.lower()}:spec-sha256:{hashlib.sha256(source.encode()).hexdigest()}"
+    mean = _stats(options.get("mean"), IMAGENET_MEAN, "mean")
+    std = _stats(options.get("std"), IMAGENET_STD, "std")
+    model = _wrap(net, mean, std).eval()
+    return LoadedModel(model=model, name=name.lower(), source=source, identity=identity, meta=None)
+
+
+# --------------------------------------------------------------------------- TorchScript
+
+
+@model_sources.register("torchscript")
+def load_torchscript(rest: str, source: str) -> LoadedModel:
+    """torchscript:PATH[:mean=a;b;c,std=a;b;c] - a TorchScript archive; assumed to take
+    [0,1] images unless mean/std are given (then wrapped in Normalize).
+
+    A TorchScript archive is code plus weights: ``torch.jit.load`` runs the archived
+    TorchScript graph (not arbitrary pickled Python), and loading it is the user's
+    explicit choice. The identity is the SHA-256 of the file.
+    """
+    text = rest.strip()
+    path_text, opts = (text, "") if Path(text).expanduser().is_file() else _split_options(text)
+    options = _raw_options(opts, source=source, allowed=("mean", "std"))
+    path = _existing_file(path_text, "TorchScript file")
+    try:
+        net = torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:
+        raise RobevalError(f"cannot load TorchScript file {str(path)!r}: {exc}") from exc
+    model = _wrap(net, _stats(options.get("mean"), None, "mean"), _stats(options.get("std"), None, "std"))
+    return LoadedModel(
+        model=model.eval(), name=path.stem, source=source, identity=f"sha256:{_sha256(path)}", meta=None
+    )
+
+
+# --------------------------------------------------------------------------- Python factories
+
+_PY_SPEC = re.compile(r"^(?P<path>.*?\.py):(?P<rest>.+)$", re.IGNORECASE | re.DOTALL)
+
+
+def model_from_factory(
+    factory: Callable[..., Any], kwargs: Mapping[str, Any], *, what: str
+) -> tuple[nn.Module, CheckpointMeta | None]:
+    """Call ``factory(**kwargs)``; it returns an ``nn.Module`` or ``(module, info)`` where
+    ``info`` may give mean, std, classes, input_shape, dataset. The module is wrapped in
+    Normalize when mean/std are given; a meta is made when dataset and input_shape are."""
+    try:
+        result = factory(**kwargs)
+    except TypeError as exc:
+        raise RobevalError(f"{what} rejected its arguments {dict(kwargs)}: {exc}") from exc
+    info: Mapping[str, Any] = {}
+    if isinstance(result, tuple):
+        if len(result) != 2 or not isinstance(result[1], Mapping):
+            raise RobevalError(f"{what} must return an nn.Module or (nn.Module, info dict)")
+        result, info = result
+    if not isinstance(result, nn.Module):
+        raise RobevalError(f"{what} returned {type(result).__name__}, not an nn.Module")
+    unknown = sorted(set(info) - {"mean", "std", "classes", "input_shape", "dataset"})
+    if unknown:
+        raise RobevalError(f"{what} returned unknown info keys {unknown}")
+    mean = tuple(float(v) for v in _seq(info["mean"])) if info.get("mean") is not None else None
+    std = tuple(float(v) for v in _seq(info["std"])) if info.get("std") is not None else None
+    model = _wrap(result, mean, std).eval()
+    meta = None
+    if info.get("dataset") is not None:
+        if info.get("input_shape") is None:
+            raise RobevalError(f"{what} gives a dataset but no input_shape (C, H, W); give both")
+        from robeval import __version__
+
+        meta = CheckpointMeta(
+            arch=what,
+            arch_args=dict(kwargs),
+            dataset=str(info["dataset"]),
+            classes=tuple(str(c) for c in info.get("classes") or ()),
+            input_shape=tuple(int(v) for v in info["input_shape"]),  # type: ignore[arg-type]
+            mean=mean or (0.0,),
+            std=std or (1.0,),
+            train_spec={},
+            metrics={},
+            robeval_version=__version__,
+        )
+    return model, meta
+
+
+def _seq(value: Any) -> Sequence[float]:
+    return [value] if isinstance(value, int | float) else list(value)
+
+
+def _load_python_file(path: Path) -> Any:
+    name = "robeval_user_model_" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise RobevalError(f"cannot import Python file {str(path)!r}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        sys.modules.pop(name, None)
+        raise RobevalError(f"importing {str(path)!r} failed: {type(exc).__name__}: {exc}") from exc
+    return module
+
+
+@model_sources.register("file")
+def load_python_file(rest: str, source: str) -> LoadedModel:
+    """file:PATH.py:FACTORY[:key=value,...] (or just PATH.py:FACTORY) - calls FACTORY(**kwargs)
+    from the user's own Python file; [0,1] images, normalised only if the factory returns
+    (module, {"mean": .., "std": ..}).
+
+    This executes the file's code by design (it is the user's code), unlike robeval
+    checkpoints, which never run code. The identity hashes the file, factory and kwargs.
+    """
+    match = _PY_SPEC.match(rest.strip())
+    if match is None:
+        raise RobevalError(
+            f"cannot read model source {source!r}; write PATH.py:FACTORY[:key=value,...]"
+        )
+    path = _existing_file(match["path"], "Python model file")
+    factory_name, kwargs = parse_named(match["rest"], kind="model factory")
+    module = _load_python_file(path)
+    factory = getattr(module, factory_name, None)
+    if not callable(factory):
+        raise RobevalError(f"{str(path)!r} has no function {factory_name!r}")
+    what = f"{path.name}:{factory_name}"
+    model, meta = model_from_factory(factory, kwargs, what=what)
+    spec_text = f"{factory_name}:{sorted(kwargs.items())!r}"
+    identity = f"file:sha256:{_sha256(path)}:{hashlib.sha256(spec_text.encode()).hexdigest()[:16]}"
+    return LoadedModel(model=model, name=path.stem, source=source, identity=identity, meta=meta)
+
+
+# --------------------------------------------------------------------------- plug-ins
+
+
+def plugin_entry_points() -> dict[str, importlib.metadata.EntryPoint]:
+    """Entry points of the group ``robeval.models`` by (lower-case) name."""
+    return {ep.name.lower(): ep for ep in importlib.metadata.entry_points(group=PLUGIN_GROUP)}
+
+
+class _PluginSource:
+    """plugin:NAME[:key=value,...] - a factory from an installed package's entry point
+    (group ``robeval.models``); handled like ``file.py:factory``."""
+
+    @property
+    def summary(self) -> str:
+        names = sorted(plugin_entry_points())
+        found = ", ".join(names) if names else "none installed"
+        return (
+            f"plugin:NAME[:key=value,...] - a model factory from an entry point of group "
+            f"{PLUGIN_GROUP!r} ({found}); [0,1] images, normalised as the factory's info says; "
+            "runs the plug-in's code"
+        )
+
+    def __call__(self, rest: str, source: str) -> LoadedModel:
+        name, kwargs = parse_named(rest, kind="model plug-in")
+        plugins = plugin_entry_points()
+        if name.lower() not in plugins:
+            from robeval.registry import unknown_name_message
+
+            raise RobevalError(
+                unknown_name_message("model plug-in", name, sorted(plugins), see_also=False)
+                + f" (entry points of group {PLUGIN_GROUP!r}; see `robeval ls models`)"
+            )
+        entry = plugins[name.lower()]
+        try:
+            factory = entry.load()
+        except Exception as exc:
+            raise RobevalError(f"cannot load model plug-in {name!r} ({entry.value}): {exc}") from exc
+        model, meta = model_from_factory(factory, kwargs, what=f"plugin:{name}")
+        dist = getattr(entry, "dist", None)
+        version = f"{dist.name}=={dist.version}" if dist is not None else entry.value
+        spec_text = f"{entry.value}:{sorted(kwargs.items())!r}"
+        identity = f"plugin:{name.lower()}:{version}:{hashlib.sha256(spec_text.encode()).hexdigest()[:16]}"
+        return LoadedModel(model=model, name=name.lower(), source=source, identity=identity, meta=meta)
+
+
+model_sources.register("plugin")(_PluginSource())
+
+
+# --------------------------------------------------------------------------- sanity check
+
+
+def clean_accuracy_check(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, chance: float, factor: float = 2.0
+) -> float:
+    """Clean accuracy of ``model`` on ``x`` ([0,1] images), raising a RobevalError when it
+    is below ``factor`` x ``chance`` - the usual sign of a wrong mean/std or input range."""
+    with torch.no_grad():
+        was_training = model.training
+        model.eval()
+        try:
+            pred = model(x).argmax(dim=1)
+        finally:
+            model.train(was_training)
+    acc = float((pred == y).float().mean()) if len(y) else math.nan
+    if not acc >= factor * chance:
+        raise RobevalError(
+            f"clean accuracy {acc:.1%} is near chance ({chance:.1%}); check the model's mean/std "
+            "or input range (robeval gives models [0,1] images)"
+        )
+    return acc

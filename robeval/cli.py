@@ -311,5 +311,19 @@ def leaderboard(
         out_console.print(f"wrote {', '.join(written)}", highlight=False)
 
 
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory (holds results.csv and spec.yaml).")],
+    out: Annotated[Path, typer.Option(help="Report to write: report.html or report.md (images go to report_files/ beside it).")] = Path("report.html"),
+    examples: Annotated[int, typer.Option(help="Example images per attack row (0: none).")] = 8,
+) -> None:
+    """Write an HTML or Markdown report of a run: curves, tables, figures, spec, examples."""
+    with user_errors():
+        from robeval.results.report import write_report
+
+        path = write_report(run_dir, out, examples=examples)
+        out_console.print(f"report written to {path}", highlight=False)
+
+
 if __name__ == "__main__":
     main()

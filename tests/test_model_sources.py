@@ -138,3 +138,22 @@ def test_clean_accuracy_check_catches_wrong_normalisation(digits_model, digits_t
         clean_accuracy_check(wrong, x, y, chance=0.1)
     with pytest.raises(RobevalError, match="near chance"):
         clean_accuracy_check(inner, x, y, chance=0.1)  # not wrapped at all
+
+
+def test_run_warns_when_clean_accuracy_is_near_chance(tmp_path, caplog) -> None:
+    """A wrongly wrapped third-party model shows up as chance-level clean accuracy."""
+    factory = tmp_path / "const.py"
+    factory.write_text(
+        "import torch\n"
+        "class Const(torch.nn.Module):\n"
+        "    def forward(self, x):\n"
+        "        return 0 * x.flatten(1)[:, :1] + torch.arange(10.0, device=x.device)\n"
+        "def make():\n"
+        "    return Const(), {'dataset': 'digits', 'input_shape': (1, 8, 8), 'classes': [str(i) for i in range(10)]}\n"
+    )
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="robeval.eval.evaluate"):
+        robeval.evaluate(models=[f"{factory}:make"], attacks=["fgsm"], eps="0.1", n=40, out=str(tmp_path / "o"),
+                         device="cpu")
+    assert "near chance" in caplog.text

@@ -86,6 +86,7 @@ def run(spec: RunSpec) -> pd.DataFrame:
         for item, name in zip(loaded, names, strict=True):
             with eval_mode(item.model) as model:
                 clean_pred = predict(model, x, spec.batch_size, device)
+                _warn_if_near_chance(name, float((clean_pred == y).float().mean()), n_classes)
                 attack_texts = []
                 for attack_spec in spec.attacks:
                     attack, cells = attack_cells(
@@ -126,6 +127,17 @@ def run(spec: RunSpec) -> pd.DataFrame:
         _write_sfa_tables(out, pd.concat(sfa_rows, ignore_index=True))
     results.attrs["out"] = str(out)
     return results
+
+
+def _warn_if_near_chance(name: str, clean_acc: float, n_classes: int) -> None:
+    """The usual sign of a third-party model given the wrong normalisation or input range:
+    clean accuracy below twice chance. Warned, not refused (weak models are evaluated too)."""
+    chance = 1 / n_classes
+    if clean_acc < 2 * chance:
+        log.warning(
+            "model %r: clean accuracy %.1f%% is near chance (%.1f%%); check its mean/std or input range "
+            "(robeval gives models [0, 1] images)", name, 100 * clean_acc, 100 * chance,
+        )
 
 
 def _training(item: LoadedModel) -> str:

@@ -1,0 +1,296 @@
+"""A one-file report of a run directory (``robeval report``): accuracy-epsilon curves
+per attack (one line per model), the accuracy-epsilon table, the attack-specific
+figures the run wrote (norm curves, SFA grids, targeted grids), the spec, and example
+adversarials next to their clean images, re-created from the spec.
+
+Markdown (``.md``) or HTML (``.html``); the images go into ``report_files/`` beside
+the report and are referenced by relative path."""
+
+from __future__ import annotations
+
+import html
+import math
+import shutil
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import yaml
+
+from robeval.atomic import atomic_write_text
+from robeval.errors import RobevalError
+from robeval.results.plots import _save
+from robeval.results.tables import accuracy_eps_table, format_eps, markdown_table
+
+FILES_DIR = "report_files"
+SUFFIXES = (".md", ".html")
+EXTRA_FIGURES = ("norm_curves.png", "sfa_*.png", "targeted_*.png")
+
+
+def curve_series(results: pd.DataFrame) -> dict[tuple[str, str], dict[str, dict[str, list[tuple[float, float]]]]]:
+    """The data the curve figures plot: ``{(dataset, norm): {attack: {model: [(eps,
+    robust_acc), ...]}}}`` with eps ascending (``inf`` last) and accuracy in [0, 1].
+    Untargeted rows only."""
+    frame = results
+    if "target" in frame.columns:
+        frame = frame[frame["target"].isna() | (frame["target"].astype(str) == "")]
+    out: dict = {}
+    for (dataset, norm), group in frame.groupby(["dataset", "norm"], sort=False):
+        panels: dict = {}
+        for (attack, model), line in group.groupby(["attack", "model"], sort=False):
+            line = line.sort_values("eps")
+            points = [(float(e), float(a)) for e, a in zip(line["eps"], line["robust_acc"], strict=True)]
+            panels.setdefault(str(attack), {})[str(model)] = points
+        out[(str(dataset), str(norm))] = panels
+    return out
+
+
+def _x_positions(eps_values: list[float]) -> tuple[dict[float, float], float | None]:
+    """Where each eps goes on the x axis: finite eps at its value, ``inf`` a step to the
+    right of the largest finite one. Returns the map and the x of the break (or None)."""
+    finite = sorted(e for e in set(eps_values) if math.isfinite(e))
+    pos = {e: e for e in finite}
+    if any(math.isinf(e) for e in eps_values):
+        top = finite[-1] if finite else 0.0
+        gap = 0.2 * top if top > 0 else 1.0
+        pos[math.inf] = top + gap
+        return pos, top + gap / 2
+    return pos, None
+
+
+def plot_curves(series: dict, path: Path, dataset: str, norm: str) -> Path:
+    """One panel per attack, one line per model: robust accuracy (%) against eps."""
+    attacks = list(series)
+    cols = min(3, len(attacks))
+    rows = math.ceil(len(attacks) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.4 * rows), squeeze=False)
+    all_eps = [e for lines in series.values() for pts in lines.values() for e, _ in pts]
+    pos, brk = _x_positions(all_eps)
+    ticks = sorted(pos)
+    labels = [format_eps(e) for e in ticks]
+    for ax, attack in zip(axes.flat, attacks, strict=False):
+        for model, pts in series[attack].items():
+            xs = [pos[e] for e, _ in pts]
+            ys = [100 * a for _, a in pts]
+            ax.plot(xs, ys, marker="o", markersize=4, label=model)
+        if brk is not None:
+            ax.axvline(brk, color="0.6", linestyle=":", linewidth=1)
+        ax.set_xticks([pos[e] for e in ticks])
+        ax.set_xticklabels(labels, rotation=45 if len(ticks) > 6 else 0, fontsize=8)
+        ax.set_title(attack, fontsize=10)
+        ax.set_xlabel(f"eps ({norm})")
+        ax.set_ylabel("robust accuracy (%)")
+        ax.set_ylim(-2, 102)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower left")
+    for ax in list(axes.flat)[len(attacks):]:
+        ax.set_visible(False)
+    fig.suptitle(f"accuracy-epsilon curves, {dataset}, {norm}", fontsize=11)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def example_grid(spec: dict, path: Path, examples: int) -> tuple[Path | None, str]:
+    """Clean images (row 1) and each attack's adversarials at the largest finite eps of
+    the grid, with predicted labels (red when the prediction differs from the label).
+    Returns ``(path, note)``; ``path`` is None where nothing could be made."""
+    import torch
+
+    import robeval
+
+    models = spec.get("models") or []
+    if not models:
+        return None, "the spec names no model."
+    source = str(models[0])
+    try:
+        model = robeval.load_model(source)
+    except Exception as exc:  # noqa: BLE001  (a moved checkpoint must not fail the report)
+        return None, f"model `{source}` could not be loaded ({type(exc).__name__}: {exc}); examples skipped."
+    model.eval()
+    seed = int(spec.get("seed") or 0)
+    try:
+        x, y = robeval.load_dataset(spec["dataset"], split="test", n=spec.get("n"), seed=seed,
+                                    root=spec.get("data_root"))
+    except Exception as exc:  # noqa: BLE001
+        return None, f"data set `{spec.get('dataset')}` could not be loaded ({exc}); examples skipped."
+    x, y = x[:examples], y[:examples]
+    finite = [float(e) for e in spec.get("eps") or [] if math.isfinite(float(e)) and float(e) > 0]
+    if not finite:
+        return None, "the eps grid has no finite eps > 0; examples skipped."
+    eps = max(finite)
+    rows: list[tuple[str, torch.Tensor, torch.Tensor]] = []
+    with torch.no_grad():
+        rows.append(("clean", x, model(x).argmax(1)))
+    notes = []
+    for name in spec.get("attacks") or []:
+        try:
+            attack = robeval.attacks.get(str(name))
+            adv = attack(model, x, y, eps=eps, generator=torch.Generator().manual_seed(seed))
+            adv = getattr(adv, "x_adv", adv).detach()
+            with torch.no_grad():
+                rows.append((f"{name}\neps={format_eps(eps)}", adv, model(adv).argmax(1)))
+        except Exception as exc:  # noqa: BLE001
+            notes.append(f"`{name}` failed ({type(exc).__name__}: {exc})")
+    k = len(x)
+    fig, axes = plt.subplots(len(rows), k, figsize=(1.2 * k + 1.4, 1.35 * len(rows) + 0.3), squeeze=False)
+    for r, (title, images, pred) in enumerate(rows):
+        for c in range(k):
+            ax = axes[r][c]
+            image = images[c].float().cpu()
+            if image.shape[0] == 1:
+                ax.imshow(image[0].numpy(), cmap="gray", vmin=0, vmax=1)
+            else:
+                ax.imshow(image.permute(1, 2, 0).clamp(0, 1).numpy())
+            ax.set_xticks([])
+            ax.set_yticks([])
+            fooled = int(pred[c]) != int(y[c])
+            label = f"label {int(y[c])}\npred {int(pred[c])}" if r == 0 else f"pred {int(pred[c])}"
+            ax.set_title(label, fontsize=7, color="red" if fooled else "black")
+            if c == 0:
+                ax.set_ylabel(title, fontsize=7)
+    fig.suptitle(f"{Path(source).stem}: clean images and adversarials; red = misclassified",
+                 fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)
+    note = f"First {k} test images of the seeded subset, labels {', '.join(str(int(v)) for v in y)}; eps = {format_eps(eps)}."
+    if notes:
+        note += " " + "; ".join(notes) + "."
+    return path, note
+
+
+def write_report(run_dir: Path, out: Path, *, examples: int = 8) -> Path:
+    """Write the report of ``run_dir`` to ``out`` (``.md`` or ``.html``) and its images to
+    ``report_files/`` beside it. Returns ``out``."""
+    run_dir, out = Path(run_dir), Path(out)
+    if out.suffix.lower() not in SUFFIXES:
+        raise RobevalError(f"unsupported report format {out.suffix or '(none)'!r}: use .md or .html")
+    if not run_dir.is_dir():
+        raise RobevalError(f"run directory {run_dir} does not exist")
+    results_path = run_dir / "results.csv"
+    if not results_path.is_file():
+        raise RobevalError(f"{run_dir} holds no results.csv: not a run directory")
+    results = pd.read_csv(results_path)
+    spec_path = run_dir / "spec.yaml"
+    spec_text = spec_path.read_text() if spec_path.is_file() else ""
+    spec = (yaml.safe_load(spec_text) or {}) if spec_text else {}
+    files = out.parent / FILES_DIR
+    files.mkdir(parents=True, exist_ok=True)
+    is_html = out.suffix.lower() == ".html"
+
+    blocks: list[tuple[str, object]] = []  # (kind, payload): h2/text/img/table/code
+    blocks.append(("h1", f"robeval report: {run_dir.name}"))
+    datasets = ", ".join(sorted(results["dataset"].astype(str).unique()))
+    blocks.append(("text", f"Run directory `{run_dir}`; data set {datasets}; n = {int(results['n'].max())}."))
+
+    blocks.append(("h2", "Accuracy-epsilon curves"))
+    for (dataset, norm), series in curve_series(results).items():
+        png = plot_curves(series, files / f"curves_{_slug(dataset)}_{_slug(norm)}.png", dataset, norm)
+        blocks.append(("img", (png, f"accuracy-epsilon curves, {dataset}, {norm}")))
+
+    blocks.append(("h2", "Robust accuracy (%)"))
+    table = accuracy_eps_table(results)
+    blocks.append(("table", table))
+
+    figures = [p for pattern in EXTRA_FIGURES for p in sorted(run_dir.glob(pattern))]
+    sfa_summary = run_dir / "sfa_summary.csv"
+    if figures or sfa_summary.is_file():
+        blocks.append(("h2", "Attack-specific figures"))
+        if sfa_summary.is_file():
+            blocks.append(("text", "SFA summary (accuracy over the Fourier grid):"))
+            blocks.append(("frame", pd.read_csv(sfa_summary)))
+        for fig in figures:
+            target = files / fig.name
+            shutil.copyfile(fig, target)
+            blocks.append(("img", (target, fig.stem)))
+
+    blocks.append(("h2", "Example adversarials"))
+    if examples > 0 and spec:
+        png, note = example_grid(spec, files / "examples.png", examples)
+        blocks.append(("text", note))
+        if png is not None:
+            blocks.append(("img", (png, "clean and adversarial examples")))
+    else:
+        blocks.append(("text", "No examples requested." if examples <= 0 else "No spec.yaml; examples skipped."))
+
+    blocks.append(("h2", "Spec"))
+    blocks.append(("code", spec_text or "(no spec.yaml)"))
+
+    text = _render_html(blocks, out) if is_html else _render_md(blocks, out)
+    atomic_write_text(out, text)
+    return out
+
+
+def _rel(path: Path, out: Path) -> str:
+    return f"{FILES_DIR}/{path.name}"
+
+
+def _render_md(blocks: list, out: Path) -> str:
+    parts = []
+    for kind, payload in blocks:
+        if kind == "h1":
+            parts.append(f"# {payload}\n")
+        elif kind == "h2":
+            parts.append(f"## {payload}\n")
+        elif kind == "text":
+            parts.append(f"{payload}\n")
+        elif kind == "img":
+            path, alt = payload
+            parts.append(f"![{alt}]({_rel(path, out)})\n")
+        elif kind == "table":
+            parts.append(markdown_table(payload))
+        elif kind == "frame":
+            parts.append(_frame_md(payload))
+        elif kind == "code":
+            parts.append(f"```yaml\n{payload.rstrip()}\n```\n")
+    return "\n".join(parts)
+
+
+def _frame_md(frame: pd.DataFrame) -> str:
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "|".join(["---"] * len(frame.columns)) + "|"]
+    for row in frame.itertuples(index=False):
+        lines.append("| " + " | ".join(_cell(v) for v in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(v: object) -> str:
+    if isinstance(v, float):
+        return "" if np.isnan(v) else (format_eps(v) if math.isinf(v) else f"{v:.4g}")
+    return str(v)
+
+
+def _render_html(blocks: list, out: Path) -> str:
+    parts = [
+        "<!DOCTYPE html>", "<html><head><meta charset='utf-8'>",
+        f"<title>{html.escape(str(blocks[0][1]))}</title>",
+        ("<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+         "img{max-width:100%}pre{background:#f4f4f4;padding:1em}</style>"),
+        "</head><body>",
+    ]
+    for kind, payload in blocks:
+        if kind == "h1":
+            parts.append(f"<h1>{html.escape(payload)}</h1>")
+        elif kind == "h2":
+            parts.append(f"<h2>{html.escape(payload)}</h2>")
+        elif kind == "text":
+            parts.append(f"<p>{html.escape(payload)}</p>")
+        elif kind == "img":
+            path, alt = payload
+            parts.append(f"<p><img src='{html.escape(_rel(path, out))}' alt='{html.escape(alt)}'></p>")
+        elif kind == "table":
+            shown = (100 * payload).round(1)
+            parts.append(shown.to_html(na_rep="", float_format=lambda v: f"{v:.1f}", classes="accuracy-eps"))
+        elif kind == "frame":
+            parts.append(payload.to_html(index=False, na_rep=""))
+        elif kind == "code":
+            parts.append(f"<pre><code>{html.escape(payload)}</code></pre>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)

@@ -336,3 +336,17 @@ def test_load_model_on_cuda(saved: Saved) -> None:
     assert all(p.is_cuda for p in loaded.model.parameters())
     assert loaded.model.mean.is_cuda
     assert loaded.model(torch.rand(2, 1, 8, 8, device="cuda")).shape == (2, 10)
+
+
+def test_identity_follows_the_weights_not_the_file(tmp_path) -> None:
+    """Retraining with the same seed gives the same identity (so the same result-cache keys
+    and attack seeds) although the files differ (the metadata records the training time)."""
+    from robeval.models import load_model
+    from robeval.train import TrainSpec, train
+
+    spec = {"dataset": "digits", "arch": "small-cnn", "epochs": 1, "n_train": 100, "device": "cpu"}
+    a = train(TrainSpec(**spec, seed=1, out=str(tmp_path / "a.pt"))).checkpoint
+    b = train(TrainSpec(**spec, seed=1, out=str(tmp_path / "b.pt"))).checkpoint
+    c = train(TrainSpec(**spec, seed=2, out=str(tmp_path / "c.pt"))).checkpoint
+    assert a.read_bytes() != b.read_bytes()
+    assert load_model(str(a)).identity == load_model(str(b)).identity != load_model(str(c)).identity

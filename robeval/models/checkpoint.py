@@ -229,6 +229,19 @@ def checkpoint_sha256(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -
     return digest.hexdigest()
 
 
+def weights_sha256(model: nn.Module) -> str:
+    """Hex SHA-256 of a model's state (every tensor's name, dtype, shape and bytes, in name
+    order): the same weights give the same hash however the file around them differs
+    (e.g. a checkpoint's recorded training time), so results keyed by it are reproducible
+    across retraining with the same seed."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        data = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+    return digest.hexdigest()
+
+
 def _bad_meta(path: str | os.PathLike[str], why: str) -> RobevalError:
     return RobevalError(
         f"checkpoint {str(path)!r} has invalid metadata ({why}); re-save it with robeval"

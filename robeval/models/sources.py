@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from robeval.errors import RobevalError
-from robeval.models.checkpoint import CheckpointMeta, checkpoint_sha256, load_checkpoint
+from robeval.models.checkpoint import CheckpointMeta, load_checkpoint, weights_sha256
 from robeval.registry import Registry, unknown_name_message
 
 #: File suffixes always treated as robeval checkpoints.
@@ -44,13 +44,14 @@ model_sources: Registry[SourceLoader] = Registry("model source")
 
 @model_sources.register("checkpoint")
 def load_checkpoint_source(path: str, source: str) -> LoadedModel:
-    """A robeval checkpoint file; its identity is the SHA-256 of the file's bytes."""
+    """A robeval checkpoint file; its identity is the SHA-256 of its weights (not of the
+    file, whose metadata records e.g. the training time)."""
     model, meta = load_checkpoint(path, map_location="cpu")
     return LoadedModel(
         model=model,
         name=Path(path).stem,
         source=source,
-        identity=f"sha256:{checkpoint_sha256(path)}",
+        identity=f"weights-sha256:{weights_sha256(model)}",
         meta=meta,
     )
 

@@ -26,6 +26,7 @@ from robeval.models import (
     save_checkpoint,
 )
 from robeval.models import checkpoint as checkpoint_module
+from robeval.models.checkpoint import weights_sha256
 from robeval.version import __version__
 
 Saved = tuple[Path, Normalize, CheckpointMeta]
@@ -303,7 +304,7 @@ def test_load_model_from_checkpoint_path(saved: Saved) -> None:
         loaded = load_model(source)
         assert isinstance(loaded, LoadedModel)
         assert loaded.name == "digits" and loaded.source == source and loaded.meta == meta
-        assert loaded.identity == f"sha256:{checkpoint_sha256(path)}"
+        assert loaded.identity == f"weights-sha256:{weights_sha256(model)}"
         assert not loaded.model.training
         x = torch.rand(2, 1, 8, 8)
         with torch.no_grad():
@@ -311,7 +312,8 @@ def test_load_model_from_checkpoint_path(saved: Saved) -> None:
     # Any existing file counts as a checkpoint path, whatever its suffix.
     odd = path.with_name("digits.weights")
     odd.write_bytes(path.read_bytes())
-    assert load_model(str(odd)).identity == f"sha256:{checkpoint_sha256(path)}"
+    odd_loaded = load_model(str(odd))
+    assert odd_loaded.identity == f"weights-sha256:{weights_sha256(odd_loaded.model)}" == load_model(str(path)).identity
 
 
 def test_load_model_errors(tmp_path: Path) -> None:

@@ -71,8 +71,10 @@ def train(
     recipe: Annotated[Optional[Path], typer.Option(help="YAML recipe (see recipes/); flags given here override it.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
-    """Train a model and write a checkpoint that `robeval run` reads back. A run killed
-    after an epoch continues from it when started again with the same settings."""
+    """Train a model and write a checkpoint that `robeval run` reads back.
+
+    A run killed after an epoch continues from it when started again with the same settings.
+    """
     with user_errors():
         from robeval.params import parse_number
         from robeval.train import TrainSpec
@@ -186,8 +188,10 @@ def spectrum(
     data_root: Annotated[str | None, typer.Option(help="Folder holding local data sets.")] = None,
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("results/spectrum"),
 ) -> None:
-    """Average log-amplitude spectra of natural vs adversarial images, their difference
-    and the perturbations' power spectrum (spectrum.png, spectrum.npz)."""
+    """Log-amplitude spectra of natural and adversarial images, and their difference.
+
+    Also the perturbations' power spectrum; writes spectrum.png and spectrum.npz.
+    """
     with user_errors():
         from robeval.analysis.inputs import model_and_subset, single_eps
         from robeval.analysis.spectrum import spectrum_analysis, write_spectrum
@@ -222,8 +226,11 @@ def frequency(
     data_root: Annotated[str | None, typer.Option(help="Folder holding local data sets.")] = None,
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("results/frequency"),
 ) -> None:
-    """Accuracy on low-/high-pass filtered and frequency-swapped natural and adversarial
-    images against the filter radius (frequency.csv, frequency.png)."""
+    """Accuracy against the filter radius for low-/high-pass filtered images.
+
+    Natural and adversarial images, and the frequency swaps of both; writes frequency.csv
+    and frequency.png.
+    """
     with user_errors():
         from robeval.analysis.frequency import (
             accuracy,

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+import robeval.attacks.lrc_sampling as lrc_sampling
 import robeval.attacks.noise as nz
 from robeval.attacks import canonical_name, get
 from robeval.attacks.base import is_nested, perturbation_norms
@@ -86,8 +87,8 @@ def test_lrc_large_image_needs_no_dense_matrix(monkeypatch: pytest.MonkeyPatch) 
     def boom(*args, **kwargs):
         raise AssertionError("built a dense covariance")
 
-    monkeypatch.setattr(nz, "spatial_covariance", boom)
-    monkeypatch.setattr(nz, "dense_covariance", boom)
+    monkeypatch.setattr(lrc_sampling, "spatial_covariance", boom)  # where the sampler looks them up
+    monkeypatch.setattr(lrc_sampling, "dense_covariance", boom)
     s = nz.lrc_sample((3, 224, 224), 4, 8.0, _gen(3))
     assert s.shape == (4, 3, 224, 224) and torch.isfinite(s).all()
     assert float(s.var()) == pytest.approx(1.0, abs=0.15)

@@ -114,6 +114,8 @@ def run(
     spec: Annotated[Optional[Path], typer.Option(help="YAML run spec; flags given here override it.")] = None,
     data_root: Annotated[Optional[str], typer.Option(help="Folder holding local data sets.")] = None,
     target: Annotated[Optional[str], typer.Option(help="`all`: targeted attacks towards every other class (grid CSV + PNG).")] = None,
+    threat_model: Annotated[Optional[str], typer.Option(help="robustbench: sources: Linf, L2 or corruptions (default Linf).")] = None,
+    model_dir: Annotated[Optional[str], typer.Option(help="robustbench: sources: MODEL_DIR/<dataset>/<threat>/<NAME>.pt (default ./models).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Evaluate models with an attack battery and write accuracy-epsilon tables."""
@@ -128,7 +130,7 @@ def run(
             "attacks": tuple(attack) if attack else None,
             "eps": parse_eps_list(eps) if eps is not None else None, "n": n, "seed": seed,
             "batch_size": batch_size, "device": device, "out": out, "data_root": data_root,
-            "target": target,
+            "target": target, "threat_model": threat_model, "model_dir": model_dir,
         }
         if spec is not None:
             run_spec_obj = RunSpec.from_yaml(spec, **flags)

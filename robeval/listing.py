@@ -16,9 +16,10 @@ def _summary(obj: object) -> str:
 
 def _attack_summary(obj: object) -> str:
     """An attack's first docstring paragraph, tagged with its kind."""
-    from robeval.attacks.base import is_minimal, is_targeted
+    from robeval.attacks.base import is_gradient_free, is_minimal, is_targeted
 
     tags = ["minimal-norm" if is_minimal(obj) else "budgeted"] + (["targeted"] if is_targeted(obj) else [])
+    tags += ["gradient-free"] if is_gradient_free(obj) else []
     return f"[{', '.join(tags)}] {_summary(obj)}"
 
 

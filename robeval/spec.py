@@ -44,6 +44,8 @@ class RunSpec:
     out: str = "results/run"
     data_root: str | None = None
     target: str | None = None
+    threat_model: str | None = None  # RobustBench sources: threat model of the zoo entry
+    model_dir: str | None = None  # RobustBench sources: MODEL_DIR/<dataset>/<threat>/<NAME>.pt
     progress: bool = field(default=False, compare=False)
 
     def __post_init__(self) -> None:

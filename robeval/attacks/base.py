@@ -31,6 +31,9 @@ What ``eps`` means depends on the attack's ``norm``:
 * ``scale`` (noise attacks): eps is the noise's scale, not a bound on the pixel change;
   the runner checks the [0, 1] box only.
 
+``gradient_free = True`` marks attacks that only query the model's outputs (noise,
+salt-and-pepper, Fourier and filter attacks); only these run on black-box models.
+
 ``nested = False`` marks attacks whose answer at a smaller eps is not an answer at a
 larger one (random noise of a given scale, Fourier perturbations of a given size): the
 runner then attacks every clean-correct point at every eps instead of reusing earlier
@@ -75,6 +78,12 @@ def is_minimal(attack: object) -> bool:
 def is_targeted(attack: object) -> bool:
     """Whether ``attack`` has a targeted mode."""
     return bool(getattr(attack, "targeted", False))
+
+
+def is_gradient_free(attack: object) -> bool:
+    """Whether ``attack`` only queries the model's outputs (``gradient_free = True``), so it
+    also runs on black-box models such as an ONNX graph run by onnxruntime."""
+    return bool(getattr(attack, "gradient_free", False))
 
 
 def is_nested(attack: object) -> bool:

@@ -144,6 +144,7 @@ class SFA:
     minimal: ClassVar[bool] = False
     targeted: ClassVar[bool] = False
     nested: ClassVar[bool] = False
+    gradient_free: ClassVar[bool] = True  # model queries only: runs on black-box models
     norm: str = "linf"
     l: int | None = None
     m: int | None = None
@@ -189,6 +190,7 @@ class _Filter:
     minimal: ClassVar[bool] = False
     targeted: ClassVar[bool] = False
     nested: ClassVar[bool] = False
+    gradient_free: ClassVar[bool] = True  # model queries only: runs on black-box models
     keep_low: ClassVar[bool] = True
     norm: str = "scale"
     radius: float | None = None

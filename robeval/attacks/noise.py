@@ -98,6 +98,7 @@ class _WorstOfK:
     minimal: ClassVar[bool] = False
     targeted: ClassVar[bool] = False
     nested: ClassVar[bool] = False
+    gradient_free: ClassVar[bool] = True  # model queries only: runs on black-box models
     samples: int
 
     def draw(self, like: Tensor, eps: float, generator: torch.Generator | None) -> Tensor:

@@ -65,6 +65,7 @@ class SaltAndPepper:
     name: ClassVar[str] = "salt-and-pepper"
     minimal: ClassVar[bool] = True
     targeted: ClassVar[bool] = False
+    gradient_free: ClassVar[bool] = True  # model queries only: runs on black-box models
     norm: Literal["l0", "l2", "linf"] = "l0"
     steps: int = 1000
     across_channels: bool = True

@@ -17,7 +17,7 @@ from robeval.analysis.sfa_grid import plot_sfa_grid, sfa_grid, sfa_summary
 from robeval.atomic import atomic_write_text
 from robeval.attacks import attacks
 from robeval.attacks import get as get_attack
-from robeval.attacks.base import is_targeted
+from robeval.attacks.base import is_gradient_free, is_targeted
 from robeval.data import dataset_info, load_dataset, subset_indices
 from robeval.device import resolve_device
 from robeval.errors import RobevalError
@@ -26,6 +26,7 @@ from robeval.eval.examples import targeted_examples
 from robeval.eval.progress import progress_bar
 from robeval.eval.runner import attack_cells, eval_mode, predict, run_attack
 from robeval.models import LoadedModel, load_model
+from robeval.models.sources import SourceContext
 from robeval.results.outputs import write_outputs
 from robeval.results.plots import plot_targeted_grid
 from robeval.results.store import ResultStore
@@ -65,8 +66,11 @@ def run(spec: RunSpec) -> pd.DataFrame:
     device = resolve_device(spec.device)
     for attack_spec in spec.attacks:  # reject bad attack specs before any loading
         _check_attack(get_attack(attack_spec), attack_spec, spec)
-    loaded = [load_model(source, device=device) for source in spec.models]
+    context = SourceContext(dataset=spec.dataset, threat_model=spec.threat_model, model_dir=spec.model_dir)
+    loaded = [load_model(source, device=device, context=context) for source in spec.models]
     names = _display_names(loaded)
+    for item, name in zip(loaded, names, strict=True):
+        _check_black_box(item, name, spec.attacks)
     dataset = _resolve_dataset(spec, loaded)
     info = dataset_info(dataset, root=spec.data_root)
     eps_grid = spec.eps if spec.eps is not None else info.default_eps
@@ -156,6 +160,19 @@ def _check_attack(attack: Any, text: str, spec: RunSpec) -> None:
         with_target = sorted(n for n, cls in attacks.items() if is_targeted(cls))
         raise RobevalError(
             f"attack {text!r} has no targeted mode; with --target use one of {', '.join(with_target)}"
+        )
+
+
+def _check_black_box(item: LoadedModel, name: str, attack_specs: tuple[str, ...]) -> None:
+    """A model without gradients (ONNX run by onnxruntime) takes gradient-free attacks only."""
+    if not item.black_box:
+        return
+    needing = [text for text in attack_specs if not is_gradient_free(get_attack(text))]
+    if needing:
+        free = sorted(n for n, cls in attacks.items() if is_gradient_free(cls))
+        raise RobevalError(
+            f"model {name!r} is a black box (no gradients), so {', '.join(needing)} cannot run on it; "
+            f"use gradient-free attacks ({', '.join(free)}) or a source that gives gradients"
         )
 
 

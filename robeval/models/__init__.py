@@ -27,8 +27,9 @@ from robeval.models.checkpoint import (  # noqa: E402
 )
 from robeval.models.sources import LoadedModel, load_model, model_sources  # noqa: E402
 
-# More model sources (torchvision, TorchScript, file.py:factory, plug-ins) register on import.
-from robeval.models import third_party  # noqa: F401  isort: skip
+# More model sources (torchvision, TorchScript, file.py:factory, plug-ins, timm,
+# RobustBench, ONNX) register on import; their libraries are imported only when used.
+from robeval.models import onnx_source, third_party, zoo  # noqa: F401  isort: skip
 
 __all__ = [
     "ACTIVATIONS",

@@ -1,9 +1,10 @@
 """Where models come from: ``load_model(source)`` and the registry of source prefixes.
 
 A source is either a checkpoint path (``runs/mnist.pt``) or ``PREFIX:REST`` where PREFIX
-is registered in :data:`model_sources` (``checkpoint:`` now; ``torchvision:``,
-``timm:``, ``robustbench:``, TorchScript, ``file.py:factory`` and entry points can be
-added later with ``@model_sources.register(prefix)`` without touching callers).
+is registered in :data:`model_sources` with ``@model_sources.register(prefix)``:
+``checkpoint:`` here; ``torchvision:``, ``torchscript:``, ``file.py:factory`` and
+``plugin:`` in :mod:`robeval.models.third_party`; ``timm:`` and ``robustbench:`` in
+:mod:`robeval.models.zoo`; ``onnx:`` in :mod:`robeval.models.onnx_source`.
 """
 
 from __future__ import annotations
@@ -32,18 +33,35 @@ class LoadedModel:
     source: str  # what the user typed
     identity: str  # stable id for caching results, e.g. "sha256:<hex>" of the checkpoint
     meta: CheckpointMeta | None
+    #: No gradients (e.g. an ONNX model run by onnxruntime): only gradient-free attacks.
+    black_box: bool = False
 
 
-#: A source loader gets the part after ``PREFIX:`` and the full source string; it
-#: returns a CPU model in eval mode (``load_model`` moves it to the device).
-SourceLoader = Callable[[str, str], LoadedModel]
+@dataclass(frozen=True)
+class SourceContext:
+    """What the run knows that a source may need beyond its own text: the data set being
+    evaluated and the RobustBench ``--threat-model`` / ``--model-dir``. Options written in
+    the source itself take precedence."""
+
+    dataset: str | None = None
+    threat_model: str | None = None
+    model_dir: str | None = None
+
+
+NO_CONTEXT = SourceContext()
+
+
+#: A source loader gets the part after ``PREFIX:``, the full source string and the run's
+#: :class:`SourceContext`; it returns a CPU model in eval mode (``load_model`` moves it to
+#: the device).
+SourceLoader = Callable[[str, str, SourceContext], LoadedModel]
 
 #: Model sources by prefix (``robeval ls model sources``).
 model_sources: Registry[SourceLoader] = Registry("model source")
 
 
 @model_sources.register("checkpoint")
-def load_checkpoint_source(path: str, source: str) -> LoadedModel:
+def load_checkpoint_source(path: str, source: str, context: SourceContext = NO_CONTEXT) -> LoadedModel:
     """A robeval checkpoint file; its identity is the SHA-256 of its weights (not of the
     file, whose metadata records e.g. the training time)."""
     model, meta = load_checkpoint(path, map_location="cpu")
@@ -56,7 +74,9 @@ def load_checkpoint_source(path: str, source: str) -> LoadedModel:
     )
 
 
-def load_model(source: str, device: str | torch.device = "cpu") -> LoadedModel:
+def load_model(
+    source: str, device: str | torch.device = "cpu", *, context: SourceContext = NO_CONTEXT
+) -> LoadedModel:
     """Load the model named by ``source`` onto ``device``, in eval mode.
 
     ``source`` is a path to a checkpoint (``.pt``/``.pth``/``.ckpt`` or any existing
@@ -69,9 +89,9 @@ def load_model(source: str, device: str | torch.device = "cpu") -> LoadedModel:
     if Path(text).is_file():
         loaded = load_checkpoint_source(text, source)
     elif colon and prefix.lower().endswith(".py") and "file" in model_sources:
-        loaded = model_sources.get("file")(text, source)  # PATH.py:factory, as file:PATH.py:factory
+        loaded = model_sources.get("file")(text, source, context)  # PATH.py:factory, as file:PATH.py:factory
     elif colon and prefix.lower() in model_sources:
-        loaded = model_sources.get(prefix)(rest, source)
+        loaded = model_sources.get(prefix)(rest, source, context)
     elif colon:
         raise RobevalError(
             unknown_name_message("model source", prefix, model_sources.names())

@@ -33,79 +33,31 @@ from torch import nn
 
 from robeval.errors import RobevalError
 from robeval.models.checkpoint import CheckpointMeta
-from robeval.models.normalize import Normalize
-from robeval.models.sources import LoadedModel, model_sources
-from robeval.params import parse_named, parse_number
+from robeval.models.source_utils import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    existing_file,
+    file_sha256,
+    load_weights,
+    parse_options,
+    parse_stats,
+    split_options,
+    wrap_normalize,
+)
+from robeval.models.sources import NO_CONTEXT, LoadedModel, SourceContext, model_sources
+from robeval.params import parse_named
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "clean_accuracy_check", "model_from_factory"]
 
 #: Entry-point group whose entries become ``plugin:NAME`` model sources.
 PLUGIN_GROUP = "robeval.models"
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def _split_options(text: str) -> tuple[str, str]:
-    """``"PATH:k=v,k2=v2"`` -> ``("PATH", "k=v,k2=v2")``; a tail without ``=`` stays in PATH."""
-    head, colon, tail = text.rpartition(":")
-    if colon and "=" in tail:
-        return head, tail
-    return text, ""
-
-
-def _raw_options(text: str, *, source: str, allowed: Sequence[str]) -> dict[str, str]:
-    """``"k=v,k2=v2"`` -> ``{"k": "v", "k2": "v2"}`` (values kept as typed)."""
-    options: dict[str, str] = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        key, eq, value = part.partition("=")
-        key = key.strip().lower().replace("-", "_")
-        if not eq or not key:
-            raise RobevalError(f"cannot read option {part!r} in model source {source!r}; write key=value")
-        if key not in allowed:
-            raise RobevalError(
-                f"unknown option {key!r} in model source {source!r}; known: {', '.join(allowed)}"
-            )
-        options[key] = value.strip()
-    return options
-
-
-def _stats(text: str | None, default: Sequence[float] | None, what: str) -> tuple[float, ...] | None:
-    """``"0.5;0.5;0.5"`` -> ``(0.5, 0.5, 0.5)``; ``"none"`` -> None; missing -> default."""
-    if text is None:
-        return tuple(default) if default is not None else None
-    if text.strip().lower() in ("none", "null", ""):
-        return None
-    return tuple(parse_number(v, what=what) for v in text.split(";") if v.strip())
-
-
-def _wrap(net: nn.Module, mean: Sequence[float] | None, std: Sequence[float] | None) -> nn.Module:
-    if mean is None and std is None:
-        return net
-    return Normalize(net, mean if mean is not None else 0.0, std if std is not None else 1.0)
-
-
-def _existing_file(path: str, what: str) -> Path:
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise RobevalError(f"{what} {str(file)!r} does not exist; check the path")
-    return file
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------- torchvision
 
 
 @model_sources.register("torchvision")
-def load_torchvision(rest: str, source: str) -> LoadedModel:
+def load_torchvision(rest: str, source: str, context: SourceContext = NO_CONTEXT) -> LoadedModel:
     """torchvision:NAME[:weights=PATH,num_classes=N,mean=a;b;c,std=a;b;c] - a torchvision
     architecture with a local state_dict; takes [0,1] images, normalised with ImageNet
     mean/std unless overridden (never downloads; no weights = random init, warned).
@@ -117,7 +69,7 @@ def load_torchvision(rest: str, source: str) -> LoadedModel:
     import torchvision
 
     name, _, opts = rest.strip().partition(":")
-    options = _raw_options(opts, source=source, allowed=("weights", "num_classes", "mean", "std"))
+    options = parse_options(opts, source=source, allowed=("weights", "num_classes", "mean", "std"))
     if not name:
         raise RobevalError(f"model source {source!r} names no architecture; write e.g. torchvision:resnet18")
     known = torchvision.models.list_models()
@@ -133,30 +85,17 @@ def load_torchvision(rest: str, source: str) -> LoadedModel:
             raise RobevalError(f"num_classes must be an integer in {source!r}") from None
     net = torchvision.models.get_model(name.lower(), weights=None, **kwargs)
     if "weights" in options:
-        weights = _existing_file(options["weights"], "weights file")
-        try:
-            state = torch.load(weights, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise RobevalError(f"cannot read weights file {str(weights)!r} as a state_dict: {exc}") from exc
-        if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
-            state = state["state_dict"]
-        if not isinstance(state, Mapping):
-            raise RobevalError(f"weights file {str(weights)!r} does not hold a state_dict")
-        try:
-            net.load_state_dict(state)
-        except RuntimeError as exc:
-            raise RobevalError(
-                f"weights file {str(weights)!r} does not fit torchvision {name} (check num_classes): {exc}"
-            ) from exc
-        identity = f"torchvision:{name.lower()}:sha256:{_sha256(weights)}"
+        weights = existing_file(options["weights"], "weights file")
+        load_weights(net, weights, what="weights file", hint=f"torchvision {name} (check num_classes)")
+        identity = f"torchvision:{name.lower()}:sha256:{file_sha256(weights)}"
     else:
         warnings.warn(
             f"{source!r} has no weights=PATH; the model is randomly initialised", stacklevel=2
         )
         identity = f"torchvision:{name.lower()}:spec-sha256:{hashlib.sha256(source.encode()).hexdigest()}"
-    mean = _stats(options.get("mean"), IMAGENET_MEAN, "mean")
-    std = _stats(options.get("std"), IMAGENET_STD, "std")
-    model = _wrap(net, mean, std).eval()
+    mean = parse_stats(options.get("mean"), IMAGENET_MEAN, "mean")
+    std = parse_stats(options.get("std"), IMAGENET_STD, "std")
+    model = wrap_normalize(net, mean, std).eval()
     return LoadedModel(model=model, name=name.lower(), source=source, identity=identity, meta=None)
 
 
@@ -164,7 +103,7 @@ def load_torchvision(rest: str, source: str) -> LoadedModel:
 
 
 @model_sources.register("torchscript")
-def load_torchscript(rest: str, source: str) -> LoadedModel:
+def load_torchscript(rest: str, source: str, context: SourceContext = NO_CONTEXT) -> LoadedModel:
     """torchscript:PATH[:mean=a;b;c,std=a;b;c] - a TorchScript archive; assumed to take
     [0,1] images unless mean/std are given (then wrapped in Normalize).
 
@@ -173,16 +112,16 @@ def load_torchscript(rest: str, source: str) -> LoadedModel:
     explicit choice. The identity is the SHA-256 of the file.
     """
     text = rest.strip()
-    path_text, opts = (text, "") if Path(text).expanduser().is_file() else _split_options(text)
-    options = _raw_options(opts, source=source, allowed=("mean", "std"))
-    path = _existing_file(path_text, "TorchScript file")
+    path_text, opts = (text, "") if Path(text).expanduser().is_file() else split_options(text)
+    options = parse_options(opts, source=source, allowed=("mean", "std"))
+    path = existing_file(path_text, "TorchScript file")
     try:
         net = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:
         raise RobevalError(f"cannot load TorchScript file {str(path)!r}: {exc}") from exc
-    model = _wrap(net, _stats(options.get("mean"), None, "mean"), _stats(options.get("std"), None, "std"))
+    model = wrap_normalize(net, parse_stats(options.get("mean"), None, "mean"), parse_stats(options.get("std"), None, "std"))
     return LoadedModel(
-        model=model.eval(), name=path.stem, source=source, identity=f"sha256:{_sha256(path)}", meta=None
+        model=model.eval(), name=path.stem, source=source, identity=f"sha256:{file_sha256(path)}", meta=None
     )
 
 
@@ -213,7 +152,7 @@ def model_from_factory(
         raise RobevalError(f"{what} returned unknown info keys {unknown}")
     mean = tuple(float(v) for v in _seq(info["mean"])) if info.get("mean") is not None else None
     std = tuple(float(v) for v in _seq(info["std"])) if info.get("std") is not None else None
-    model = _wrap(result, mean, std).eval()
+    model = wrap_normalize(result, mean, std).eval()
     meta = None
     if info.get("dataset") is not None:
         if info.get("input_shape") is None:
@@ -255,7 +194,7 @@ def _load_python_file(path: Path) -> Any:
 
 
 @model_sources.register("file")
-def load_python_file(rest: str, source: str) -> LoadedModel:
+def load_python_file(rest: str, source: str, context: SourceContext = NO_CONTEXT) -> LoadedModel:
     """file:PATH.py:FACTORY[:key=value,...] (or just PATH.py:FACTORY) - calls FACTORY(**kwargs)
     from the user's own Python file; [0,1] images, normalised only if the factory returns
     (module, {"mean": .., "std": ..}).
@@ -268,7 +207,7 @@ def load_python_file(rest: str, source: str) -> LoadedModel:
         raise RobevalError(
             f"cannot read model source {source!r}; write PATH.py:FACTORY[:key=value,...]"
         )
-    path = _existing_file(match["path"], "Python model file")
+    path = existing_file(match["path"], "Python model file")
     factory_name, kwargs = parse_named(match["rest"], kind="model factory")
     module = _load_python_file(path)
     factory = getattr(module, factory_name, None)
@@ -277,7 +216,7 @@ def load_python_file(rest: str, source: str) -> LoadedModel:
     what = f"{path.name}:{factory_name}"
     model, meta = model_from_factory(factory, kwargs, what=what)
     spec_text = f"{factory_name}:{sorted(kwargs.items())!r}"
-    identity = f"file:sha256:{_sha256(path)}:{hashlib.sha256(spec_text.encode()).hexdigest()[:16]}"
+    identity = f"file:sha256:{file_sha256(path)}:{hashlib.sha256(spec_text.encode()).hexdigest()[:16]}"
     return LoadedModel(model=model, name=path.stem, source=source, identity=identity, meta=meta)
 
 
@@ -303,7 +242,7 @@ class _PluginSource:
             "runs the plug-in's code"
         )
 
-    def __call__(self, rest: str, source: str) -> LoadedModel:
+    def __call__(self, rest: str, source: str, context: SourceContext = NO_CONTEXT) -> LoadedModel:
         name, kwargs = parse_named(rest, kind="model plug-in")
         plugins = plugin_entry_points()
         if name.lower() not in plugins:

@@ -133,6 +133,23 @@ def test_robustbench_round_trip_keeps_every_field(tmp_path):
     assert to_model_info(from_model_info(to_model_info(ext))) == published
 
 
+def test_published_entry_takes_its_norm_from_robustbench_layout(tmp_path):
+    """model_info/<dataset>/<threat>/<name>.json: the folder names the threat model, so a
+    published entry is ranked together with our rows of that norm and eps."""
+    run = _two_attack_run(tmp_path / "run", "m", [1, 1, 1, 0], [1, 1, 0, 0], eps=8 / 255)
+    folder = tmp_path / "model_info" / "toy" / "Linf"
+    folder.mkdir(parents=True)
+    published = {"name": "Paper", "dataset": "toy", "eps": "8/255", "clean_acc": "90.00", "autoattack_acc": "60.00",
+                 "unreliable": False}
+    write_model_info(folder / "Paper2020.json", published)
+    board = leaderboard([run, folder / "Paper2020.json"])
+    board = board[board["eps"] > 0]
+    assert set(board["norm"]) == {"linf"} and list(board["model"]) == ["Paper", "m"]
+    assert list(board["rank"]) == [1, 2]
+    again = to_model_info(board.iloc[0].to_dict())
+    assert {k: again[k] for k in published} == published and "norm" not in again  # inferred, not added
+
+
 def test_cli_writes_files_and_bad_path_is_one_line(tmp_path):
     run = _two_attack_run(tmp_path / "run", "m", [1, 1, 0, 0], [0, 0, 1, 1])
     published = tmp_path / "pub.json"

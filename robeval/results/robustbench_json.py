@@ -104,10 +104,19 @@ def to_model_info(row: dict, **overrides: Any) -> dict:
     return ordered
 
 
-def from_model_info(info: dict) -> dict:
+def norm_from_path(path: Path) -> str:
+    """The norm implied by RobustBench's repository layout
+    ``model_info/<dataset>/<threat>/<name>.json`` (``Linf`` -> ``linf``, ``L2`` -> ``l2``),
+    or ``""`` when the folder is not a threat model."""
+    threat = Path(path).parent.name.lower()
+    return {"linf": "linf", "l2": "l2", "corruptions": "corruptions"}.get(threat, "")
+
+
+def from_model_info(info: dict, *, norm: str = "") -> dict:
     """A ``model_info`` dict as a leaderboard row. Our own exports come back exactly from
     the ``"robeval"`` key; published entries become external rows (worst case =
-    ``autoattack_acc``, norm unknown unless given)."""
+    ``autoattack_acc``; norm from the entry's ``"norm"``, else ``norm``, e.g. from
+    :func:`norm_from_path`)."""
     if not isinstance(info, dict):
         raise RobevalError("a RobustBench model_info entry must be a JSON object")
     fields = {k: v for k, v in info.items() if k != EXTRA_KEY}
@@ -130,7 +139,8 @@ def from_model_info(info: dict) -> dict:
         return row
     auto = _from_pct(info.get("autoattack_acc"))
     return {
-        "model": str(info.get("name", "")), "dataset": str(info.get("dataset", "")), "norm": str(info.get("norm", "")),
+        "model": str(info.get("name", "")), "dataset": str(info.get("dataset", "")),
+        "norm": str(info.get("norm") or norm),
         "eps": _parse_eps(info.get("eps")), "clean_acc": _from_pct(info.get("clean_acc")),
         "worst_case_acc": auto, "worst_case_from": FROM_EXTERNAL, "autoattack_acc": auto,
         "unreliable": bool(info.get("unreliable", False)), "attacks": 0, "n": None, "training": "",

@@ -87,6 +87,44 @@ def test_robustbench_loads_its_layout_without_downloading(tmp_path: Path, monkey
         load_model("robustbench:Ding2020MMA:threat_model=l1")
 
 
+def test_robustbench_through_the_cli_flags(tmp_path: Path) -> None:
+    """`robeval run robustbench:NAME --dataset cifar10 --threat-model --model-dir` end to
+    end, on a CIFAR-10 test batch the test writes in the python-pickle format."""
+    if importlib.util.find_spec("robustbench") is None:
+        pytest.skip("robustbench comes with robeval[zoo]")
+    import pickle
+
+    import numpy as np
+    from typer.testing import CliRunner
+
+    from robeval.cli import app
+
+    net = _robustbench_entry()
+    models = tmp_path / "zoo" / "cifar10" / "L2"
+    models.mkdir(parents=True)
+    torch.save(net.state_dict(), models / "Ding2020MMA.pt")
+    data = tmp_path / "data" / "cifar-10-batches-py"
+    data.mkdir(parents=True)
+    images = np.random.default_rng(0).integers(0, 256, (6, 3072), dtype=np.uint8)
+    (data / "test_batch").write_bytes(pickle.dumps({b"data": images, b"labels": [0, 1, 2, 3, 4, 5]}, protocol=2))
+    (data / "batches.meta").write_bytes(pickle.dumps({b"label_names": [b"c%d" % i for i in range(10)]}, protocol=2))
+    out = tmp_path / "run"
+    args = ["run", "robustbench:Ding2020MMA", "--dataset", "cifar10", "--data-root", str(tmp_path / "data"),
+            "--threat-model", "L2", "--model-dir", str(tmp_path / "zoo"), "--attack", "fgm", "--eps", "0,0.5",
+            "--n", "6", "--out", str(out), "-q"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    frame = __import__("pandas").read_csv(out / "results.csv")
+    assert list(frame["eps"]) == [0.0, 0.5] and (frame["n"] == 6).all()
+    x = torch.from_numpy(images.reshape(6, 3, 32, 32)).float() / 255
+    with torch.no_grad():
+        clean = float((net(x).argmax(1) == torch.arange(6)).float().mean())
+    assert frame["clean_acc"].iloc[0] == pytest.approx(clean)  # the zoo model itself was evaluated
+    missing = CliRunner().invoke(app, [*args[:6], "--threat-model", "Linf", *args[8:]])
+    assert missing.exit_code != 0 and str(tmp_path / "zoo" / "cifar10" / "Linf" / "Ding2020MMA.pt") in missing.output
+    assert "Traceback" not in missing.output
+
+
 def test_robustbench_imports_without_pkg_resources_and_autoattack() -> None:
     """What a fresh install has (setuptools >= 81, PyPI's pyautoattack): the stand-in and
     the alias let robustbench import, and the stand-in finds robustbench's data files."""

@@ -26,7 +26,7 @@ GRID = {"linf": [0.0, 0.05, 0.1, 0.2, 0.3], "l2": [0.0, 0.5, 1.0, 2.0, 3.0], "l0
 # a radius that bites on 8x8 digits (its default, half the width, keeps all they need);
 # the defaults are checked against the papers in each attack's own tests.
 FAST = {"cw": {"steps": 100, "binary_search_steps": 4}, "salt-and-pepper": {"steps": 100},
-        "lowpass": {"radius": 1.5}}
+        "lowpass": {"radius": 1.5}, "autoattack": {"n_iter": 10, "n_queries": 100}}
 
 
 def attack_variants() -> list[str]:

@@ -3,7 +3,17 @@
 attacks`` lists them. Budgeted and minimal-norm attacks: see :mod:`robeval.attacks.base`.
 """
 
-from robeval.attacks import adef, cw, deepfool, fgsm, fourier, noise, pgd, saltpepper  # noqa: F401  (registers)
+from robeval.attacks import (  # noqa: F401  (registers)
+    adef,
+    autoattack,
+    cw,
+    deepfool,
+    fgsm,
+    fourier,
+    noise,
+    pgd,
+    saltpepper,
+)
 from robeval.attacks.base import Attack, Norm, perturbation_norms
 from robeval.attacks.registry import attacks, canonical_name, get
 

@@ -322,8 +322,8 @@ def test_load_model_errors(tmp_path: Path) -> None:
     typo = "unknown model source 'checkpiont'; did you mean 'checkpoint'"
     with pytest.raises(RobevalError, match=typo):
         load_model("checkpiont:x.pt.gz")
-    with pytest.raises(RobevalError, match="unknown model source 'timm'"):
-        load_model("timm:resnet50")
+    with pytest.raises(RobevalError, match="unknown model source 'tim'"):
+        load_model("tim:resnet50")
     with pytest.raises(RobevalError, match="neither an existing file nor PREFIX:NAME"):
         load_model("resnet50")
     with pytest.raises(RobevalError, match="does not exist"):

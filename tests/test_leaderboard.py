@@ -80,6 +80,17 @@ def test_different_point_sets_fall_back_and_flag(tmp_path):
     assert row["worst_case_from"] == "min over attacks" and row["worst_case_acc"] == 0.5 and row["unreliable"]
 
 
+def test_a_full_autoattack_alone_is_reliable_a_custom_one_is_not(tmp_path):
+    results = [_result("m", "autoattack", 0.1, 10, 0.9, 0.5), _result("m", "pgd", 0.2, 10, 0.9, 0.3),
+               _result("c", "autoattack:version=custom,attacks=apgd-ce", 0.1, 10, 0.9, 0.6)]
+    path = tmp_path / "results.csv"
+    pd.DataFrame(results, columns=RESULT_COLUMNS).to_csv(path, index=False)
+    frame = leaderboard([path]).set_index(["model", "eps"])
+    assert not frame.loc[("m", 0.1), "unreliable"] and frame.loc[("m", 0.1), "worst_case_acc"] == 0.5
+    assert frame.loc[("m", 0.2), "unreliable"] and frame.loc[("c", 0.1), "unreliable"]
+    assert frame.loc[("c", 0.1), "autoattack_acc"] == 0.6
+
+
 def test_ranking_order_is_deterministic(tmp_path):
     results = [
         _result("b", "fgsm", 0.1, 10, 0.9, 0.5), _result("b", "pgd", 0.1, 10, 0.9, 0.4),

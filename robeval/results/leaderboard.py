@@ -160,10 +160,25 @@ def _computed_rows(results: pd.DataFrame, samples: dict[str, pd.DataFrame | None
             "model": model, "dataset": dataset, "norm": norm, "eps": float(eps), "clean_acc": clean, **accs,
             "worst_case_acc": worst, "worst_case_from": source,
             "autoattack_acc": float(auto["robust_acc"].min()) if len(auto) else np.nan,
-            "unreliable": bool(source != FROM_SAMPLES or len(group) < 2), "attacks": len(group), "n": n,
+            "unreliable": _unreliable(source, list(group["attack"])), "attacks": len(group), "n": n,
             "training": "; ".join(trainings), "robeval_version": ",".join(versions), "model_info": "",
         })
     return rows
+
+
+def is_autoattack_ensemble(attack: str) -> bool:
+    """An AutoAttack run of a full version (standard/plus/rand): an ensemble of diverse
+    attacks by itself, the evaluation RobustBench trusts. ``version=custom`` is not."""
+    text = attack.lower()
+    return text.startswith("autoattack") and "version=custom" not in text
+
+
+def _unreliable(source: str, attacks: list[str]) -> bool:
+    """The worst case is unreliable when it had to be the minimum over several attacks
+    (not per sample), or rests on one attack that is not a full AutoAttack ensemble."""
+    if len(attacks) > 1:
+        return source != FROM_SAMPLES
+    return not is_autoattack_ensemble(attacks[0])
 
 
 def _imported_rows(imported: list[dict], taken: set[tuple]) -> list[dict]:
@@ -220,7 +235,7 @@ def _pct(value) -> str:
 
 def leaderboard_markdown(frame: pd.DataFrame) -> str:
     """GitHub Markdown: accuracies in % (2 decimals), eps as ``8/255``; ``*`` marks an
-    unreliable worst case (a fallback or fewer than two attacks)."""
+    unreliable worst case (a fallback, or one attack that is not a full AutoAttack)."""
     attack_cols = [c for c in frame.columns if c.startswith(ACC_PREFIX)]
     header = ["#", "model", "dataset", "norm", "eps", "clean", *[c[len(ACC_PREFIX):] for c in attack_cols],
               "worst case", "autoattack", "n", "worst case from"]
@@ -233,4 +248,7 @@ def leaderboard_markdown(frame: pd.DataFrame) -> str:
                  _pct(row["worst_case_acc"]) + mark, _pct(row["autoattack_acc"]),
                  "" if pd.isna(row["n"]) else str(int(row["n"])), str(row["worst_case_from"])]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-    return "\n".join(lines) + "\n\n`*` unreliable: worst case not computed per sample, or fewer than two attacks.\n"
+    return "\n".join(lines) + (
+        "\n\n`*` unreliable: worst case not computed per sample, or from one attack that is not a full "
+        "AutoAttack.\n"
+    )

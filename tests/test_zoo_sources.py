@@ -15,6 +15,7 @@ from torch import nn
 
 import robeval
 from robeval.errors import RobevalError
+from robeval.listing import listing
 from robeval.models import Normalize, load_model
 from robeval.models.sources import SourceContext
 
@@ -39,6 +40,30 @@ def test_timm_checkpoint_matches_with_its_own_normalisation(tmp_path: Path) -> N
         load_model("timm:resnet10q")
     with pytest.warns(UserWarning, match="randomly initialised"):
         load_model("timm:resnet10t:num_classes=10")
+
+
+def test_timm_fixed_input_size_is_resized_inside_the_model(tmp_path: Path) -> None:
+    """A ViT made for 224 x 224 takes 32 x 32 images: they are resized (bilinearly,
+    differentiably) to the model's size, so attack budgets stay in the data set's pixels."""
+    torch.manual_seed(0)
+    net = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=10, depth=2).eval()
+    path = tmp_path / "vit.pt"
+    torch.save(net.state_dict(), path)
+    with pytest.raises(RobevalError, match="does not fit"):  # 12 blocks by default, the file has 2
+        load_model(f"timm:vit_tiny_patch16_224:checkpoint={path},num_classes=10")
+    net12 = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=10).eval()
+    torch.save(net12.state_dict(), path)
+    loaded = load_model(f"timm:vit_tiny_patch16_224:checkpoint={path},num_classes=10")
+    x = torch.rand(2, 3, 32, 32, requires_grad=True)
+    big = torch.nn.functional.interpolate(x, size=(224, 224), mode="bilinear", align_corners=False)
+    expected = net12((big - 0.5) / 0.5)
+    got = loaded.model(x)
+    assert torch.allclose(got, expected, atol=1e-4)
+    (g,) = torch.autograd.grad(got.sum(), x)
+    assert g.shape == x.shape and g.abs().sum() > 0
+    plain = load_model(f"timm:vit_tiny_patch16_224:checkpoint={path},num_classes=10,input_size=none")
+    with torch.no_grad(), pytest.raises(Exception):
+        plain.model(x)  # without the resize the ViT refuses 32 x 32 inputs
 
 
 def _robustbench_entry() -> nn.Module:
@@ -187,3 +212,6 @@ def test_onnx_black_box_takes_only_gradient_free_attacks(tmp_path: Path) -> None
                           eps="0,0.3", dataset="digits", n=10, device="cpu", out=str(tmp_path / "run"),
                           )
     assert set(df["eps"]) == {0.0, 0.3} and (df["n"] == 10).all()
+    tags = dict(listing("attacks"))
+    assert "gradient-free" in tags["gaussian"] and "gradient-free" in tags["sfa"]
+    assert not any("gradient-free" in tags[name] for name in ("pgd", "deepfool", "cw", "adef", "autoattack"))

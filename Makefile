@@ -39,6 +39,7 @@ bench: $(VENV)/.installed-peers
 	$(PY) benchmarks/pgd_vs_peers.py
 	$(PY) benchmarks/curve_vs_peers.py
 	$(PY) benchmarks/regularizer_cost.py
+	$(PY) benchmarks/autoattack_curve.py
 
 clean:
 	rm -rf $(VENV) results/demo results/run

@@ -129,6 +129,8 @@ def test_robustbench_round_trip_keeps_every_field(tmp_path):
     info = to_model_info(row, link="https://example.org", authors="A. Author", venue="Test 2024")
     assert info["eps"] == "8/255" and info["clean_acc"] == "100.00" and info["autoattack_acc"] == ""
     assert info["unreliable"] is False and info["architecture"] == ""
+    assert info["number_forward_passes"] == 1 and info["additional_data"] is False
+    assert info["external"] == f"{100 * row['worst_case_acc']:.2f}"  # the per-sample worst case
     path = write_model_info(tmp_path / "m.json", info)
     again = to_model_info(from_model_info(read_model_info(path)))
     assert again == info
@@ -142,6 +144,9 @@ def test_robustbench_round_trip_keeps_every_field(tmp_path):
     assert ext["worst_case_from"] == "external" and ext["worst_case_acc"] == pytest.approx(0.5948)
     assert to_model_info(ext) == published
     assert to_model_info(from_model_info(to_model_info(ext))) == published
+    # a stronger external evaluation than AutoAttack is the published entry's worst case
+    stronger = from_model_info({**published, "external": "58.10"})
+    assert stronger["worst_case_acc"] == pytest.approx(0.581) and stronger["autoattack_acc"] == pytest.approx(0.5948)
 
 
 def test_published_entry_takes_its_norm_from_robustbench_layout(tmp_path):

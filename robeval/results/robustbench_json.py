@@ -8,7 +8,10 @@ name, the norm, the per-attack accuracies, the per-sample worst case, n, trainin
 version) goes under the extra key ``"robeval"``, which RobustBench ignores.
 
 An entry without a ``"robeval"`` key (a published one) imports as an *external* row whose
-worst case is its ``autoattack_acc``. Every imported row keeps the entry's own fields in
+worst case is the lower of its ``autoattack_acc`` and ``external`` (RobustBench's field
+for a stronger evaluation). Our own entries say ``number_forward_passes`` 1,
+``additional_data`` false and put robeval's per-sample worst case over all attacks in
+``external``, unless overridden. Every imported row keeps the entry's own fields in
 its ``model_info`` column, so export -> import -> export gives the identical entry.
 """
 
@@ -18,6 +21,8 @@ import json
 import math
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from robeval.atomic import atomic_write_text
 from robeval.errors import RobevalError
@@ -80,6 +85,10 @@ def to_model_info(row: dict, **overrides: Any) -> dict:
         "autoattack_acc": _pct(row.get("autoattack_acc")), "unreliable": bool(row.get("unreliable", False)),
     })
     if source != FROM_EXTERNAL:
+        # robeval's models are deterministic and trained on the data set alone; the worst
+        # case over all attacks is what RobustBench calls an external evaluation.
+        info.update({"number_forward_passes": 1, "additional_data": False,
+                     "external": _pct(row.get("worst_case_acc"))})
         how = "per sample" if source == FROM_SAMPLES else source
         info["footnote"] = (f"robeval worst case over {', '.join(attacks) or 'no attacks'} ({how}): "
                             f"{_pct(row.get('worst_case_acc'))}%")
@@ -138,11 +147,13 @@ def from_model_info(info: dict, *, norm: str = "") -> dict:
         }
         return row
     auto = _from_pct(info.get("autoattack_acc"))
+    external = _from_pct(info.get("external"))
+    worst = np.nanmin([auto, external]) if not (math.isnan(auto) and math.isnan(external)) else math.nan
     return {
         "model": str(info.get("name", "")), "dataset": str(info.get("dataset", "")),
         "norm": str(info.get("norm") or norm),
         "eps": _parse_eps(info.get("eps")), "clean_acc": _from_pct(info.get("clean_acc")),
-        "worst_case_acc": auto, "worst_case_from": FROM_EXTERNAL, "autoattack_acc": auto,
+        "worst_case_acc": float(worst), "worst_case_from": FROM_EXTERNAL, "autoattack_acc": auto,
         "unreliable": bool(info.get("unreliable", False)), "attacks": 0, "n": None, "training": "",
         "robeval_version": "", "model_info": blob,
     }

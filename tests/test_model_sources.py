@@ -51,6 +51,12 @@ def test_torchvision_state_dict_matches(tmp_path: Path) -> None:
         custom = load_model(f"torchvision:resnet18:weights={weights},num_classes=10,mean=0.5;0.5;0.5,std=0.5;0.5;0.5")
         assert torch.allclose(custom.model(x), Normalize(net, 0.5, 0.5)(x), atol=1e-5)
     assert loaded.identity.startswith("torchvision:resnet18:sha256:") and loaded.meta is None
+    assert custom.identity != loaded.identity  # other normalisation, other cached results
+    resized = load_model(f"torchvision:resnet18:weights={weights},num_classes=10,input_size=64")
+    with torch.no_grad():
+        big = torch.nn.functional.interpolate(x, size=(64, 64), mode="bilinear", align_corners=False)
+        assert torch.allclose(resized.model(x), Normalize(net, IMAGENET_MEAN, IMAGENET_STD)(big), atol=1e-5)
+    assert len({loaded.identity, custom.identity, resized.identity}) == 3
     with pytest.warns(UserWarning, match="randomly initialised"):
         load_model("torchvision:resnet18:num_classes=10")
     with pytest.raises(RobevalError, match="does not fit"):
@@ -67,7 +73,7 @@ def test_torchscript_matches(tmp_path: Path) -> None:
         assert torch.allclose(raw.model(x), ref.model(x), atol=1e-6)  # no normalisation by default
         normed = load_model(f"torchscript:{path}:mean=0.3,std=0.4")
         assert torch.allclose(normed.model(x), ref(x), atol=1e-6)
-    assert raw.identity.startswith("sha256:") and raw.name == "cnn"
+    assert raw.identity.startswith("sha256:") and raw.name == "cnn" and normed.identity != raw.identity
 
 
 def test_python_factory_file_and_evaluate(tmp_path: Path) -> None:

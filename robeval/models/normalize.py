@@ -52,3 +52,26 @@ def _as_stat(values: Sequence[float] | float | torch.Tensor, what: str) -> torch
     if tensor.numel() == 0 or not all(math.isfinite(v) for v in tensor.tolist()):
         raise RobevalError(f"{what} must be one or more finite numbers, got {values!r}; fix it")
     return tensor
+
+
+class ResizeInput(nn.Module):
+    """``forward(x) = model(bilinear_resize(x, size))`` when ``x`` is not ``size`` already.
+
+    For third-party models with a fixed input size (a ViT made for 224 x 224) evaluated on
+    smaller images: the resize is differentiable, so attacks still work, and budgets stay
+    in the data set's own pixels. Bilinear weights sum to one, so resizing before or after
+    :class:`Normalize` gives the same input.
+    """
+
+    def __init__(self, model: nn.Module, size: tuple[int, int]) -> None:
+        super().__init__()
+        self.model = model
+        self.size = (int(size[0]), int(size[1]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[-2:]) != self.size:
+            x = nn.functional.interpolate(x, size=self.size, mode="bilinear", align_corners=False)
+        return self.model(x)
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}"

@@ -28,6 +28,7 @@ from robeval.errors import RobevalError
 from robeval.models.source_utils import (
     existing_file,
     file_sha256,
+    options_tag,
     parse_options,
     parse_stats,
     split_options,
@@ -86,7 +87,7 @@ def load_onnx(rest: str, source: str, context: SourceContext = NO_CONTEXT) -> Lo
     mean = parse_stats(options.get("mean"), None, "mean")
     std = parse_stats(options.get("std"), None, "std")
     model = wrap_normalize(net, mean, std).eval()
-    identity = f"onnx:sha256:{file_sha256(path)}"
+    identity = f"onnx:sha256:{file_sha256(path)}" + options_tag(options, skip=("backend",))
     return LoadedModel(
         model=model, name=path.stem, source=source, identity=identity, meta=None, black_box=black_box
     )

@@ -84,6 +84,29 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def options_tag(options: Mapping[str, str], *, skip: Sequence[str] = ()) -> str:
+    """A short, order-independent tag of the options that change what a model computes
+    (mean, std, sizes, ...), appended to a source's identity so that the same weights under
+    another normalisation never share cached results; ``""`` when there are none."""
+    kept = sorted((k, v) for k, v in options.items() if k not in skip)
+    if not kept:
+        return ""
+    return ":opts-" + hashlib.sha256(repr(kept).encode()).hexdigest()[:16]
+
+
+def resize_option(text: str | None, source: str) -> tuple[int, int] | None:
+    """``input_size=S`` (a square side) -> ``(S, S)``; ``none``/missing -> None."""
+    if text is None or text.strip().lower() in ("none", "no", "false", ""):
+        return None
+    try:
+        side = int(text)
+    except ValueError:
+        raise RobevalError(f"input_size must be an integer (the side in pixels) in {source!r}") from None
+    if side < 1:
+        raise RobevalError(f"input_size must be >= 1 in {source!r}")
+    return side, side
+
+
 def read_state_dict(path: Path, *, what: str) -> dict[str, torch.Tensor]:
     """The state_dict in ``path`` (``torch.load(weights_only=True)``: no code runs), unnested
     from ``{"state_dict": ...}``-style wrappers, with ``module.`` (DataParallel) and

@@ -33,6 +33,7 @@ from torch import nn
 
 from robeval.errors import RobevalError
 from robeval.models.checkpoint import CheckpointMeta
+from robeval.models.normalize import ResizeInput
 from robeval.models.source_utils import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -40,7 +41,9 @@ from robeval.models.source_utils import (
     file_sha256,
     load_weights,
     parse_options,
+    options_tag,
     parse_stats,
+    resize_option,
     split_options,
     wrap_normalize,
 )
@@ -58,18 +61,19 @@ PLUGIN_GROUP = "robeval.models"
 
 @model_sources.register("torchvision")
 def load_torchvision(rest: str, source: str, context: SourceContext = NO_CONTEXT) -> LoadedModel:
-    """torchvision:NAME[:weights=PATH,num_classes=N,mean=a;b;c,std=a;b;c] - a torchvision
-    architecture with a local state_dict; takes [0,1] images, normalised with ImageNet
-    mean/std unless overridden (never downloads; no weights = random init, warned).
+    """torchvision:NAME[:weights=PATH,num_classes=N,input_size=S,mean=a;b;c,std=a;b;c] - a
+    torchvision architecture with a local state_dict; takes [0,1] images, normalised with
+    ImageNet mean/std unless overridden (never downloads; no weights = random init, warned).
 
     The state_dict is read with ``torch.load(weights_only=True)``, so it cannot run code.
-    The identity is ``torchvision:NAME:<sha256 of the weights file>`` (of the spec
-    without weights).
+    ``input_size=S`` resizes inputs to S x S inside the model (ViTs made for 224 evaluated
+    on smaller images; differentiable). The identity is the SHA-256 of the weights file
+    (of the spec without weights) plus a tag of the other options.
     """
     import torchvision
 
     name, _, opts = rest.strip().partition(":")
-    options = parse_options(opts, source=source, allowed=("weights", "num_classes", "mean", "std"))
+    options = parse_options(opts, source=source, allowed=("weights", "num_classes", "input_size", "mean", "std"))
     if not name:
         raise RobevalError(f"model source {source!r} names no architecture; write e.g. torchvision:resnet18")
     known = torchvision.models.list_models()
@@ -87,7 +91,7 @@ def load_torchvision(rest: str, source: str, context: SourceContext = NO_CONTEXT
     if "weights" in options:
         weights = existing_file(options["weights"], "weights file")
         load_weights(net, weights, what="weights file", hint=f"torchvision {name} (check num_classes)")
-        identity = f"torchvision:{name.lower()}:sha256:{file_sha256(weights)}"
+        identity = f"torchvision:{name.lower()}:sha256:{file_sha256(weights)}" + options_tag(options, skip=("weights",))
     else:
         warnings.warn(
             f"{source!r} has no weights=PATH; the model is randomly initialised", stacklevel=2
@@ -95,7 +99,8 @@ def load_torchvision(rest: str, source: str, context: SourceContext = NO_CONTEXT
         identity = f"torchvision:{name.lower()}:spec-sha256:{hashlib.sha256(source.encode()).hexdigest()}"
     mean = parse_stats(options.get("mean"), IMAGENET_MEAN, "mean")
     std = parse_stats(options.get("std"), IMAGENET_STD, "std")
-    model = wrap_normalize(net, mean, std).eval()
+    size = resize_option(options.get("input_size"), source)
+    model = wrap_normalize(ResizeInput(net, size) if size else net, mean, std).eval()
     return LoadedModel(model=model, name=name.lower(), source=source, identity=identity, meta=None)
 
 
@@ -121,7 +126,8 @@ def load_torchscript(rest: str, source: str, context: SourceContext = NO_CONTEXT
         raise RobevalError(f"cannot load TorchScript file {str(path)!r}: {exc}") from exc
     model = wrap_normalize(net, parse_stats(options.get("mean"), None, "mean"), parse_stats(options.get("std"), None, "std"))
     return LoadedModel(
-        model=model.eval(), name=path.stem, source=source, identity=f"sha256:{file_sha256(path)}", meta=None
+        model=model.eval(), name=path.stem, source=source, identity=f"sha256:{file_sha256(path)}" + options_tag(options),
+        meta=None,
     )
 
 

@@ -28,13 +28,16 @@ from torch import nn
 
 from robeval.errors import RobevalError
 from robeval.models.checkpoint import CheckpointMeta
+from robeval.models.normalize import ResizeInput
 from robeval.models.source_utils import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     file_sha256,
     load_weights,
+    options_tag,
     parse_options,
     parse_stats,
+    resize_option,
     wrap_normalize,
 )
 from robeval.models.sources import NO_CONTEXT, LoadedModel, SourceContext, model_sources
@@ -56,18 +59,21 @@ ROBUSTBENCH_THREATS = ("Linf", "L2", "corruptions")
 
 @model_sources.register("timm")
 def load_timm(rest: str, source: str, context: SourceContext = NO_CONTEXT) -> LoadedModel:
-    """timm:NAME[:checkpoint=PATH,num_classes=N,img_size=S,mean=..,std=..] - a timm
-    architecture with local weights (never downloaded; none = random init, warned); takes
-    [0,1] images, normalised with the model's own pretrained-config mean/std.
+    """timm:NAME[:checkpoint=PATH,num_classes=N,img_size=S,input_size=S,mean=..,std=..] - a
+    timm architecture with local weights (never downloaded; none = random init, warned);
+    takes [0,1] images, normalised with the model's own pretrained-config mean/std.
 
     The checkpoint is read with ``torch.load(weights_only=True)``; ``{"state_dict": ..}``
-    and ``module.`` prefixes are unwrapped. ``img_size`` is passed to models with a fixed
-    input size (ViTs). The identity hashes the checkpoint file.
+    and ``module.`` prefixes are unwrapped. ``img_size`` is passed to ``create_model``
+    (ViTs built for another size). Models with a fixed input size (the config's
+    ``fixed_input_size``) get images resized to the config's ``input_size`` inside the
+    model (:class:`ResizeInput`, differentiable); ``input_size=S`` asks for that resize
+    for any model, ``input_size=none`` switches it off. The identity hashes the checkpoint.
     """
     timm = _import_or_explain("timm")
     name, _, opts = rest.strip().partition(":")
     options = parse_options(
-        opts, source=source, allowed=("checkpoint", "num_classes", "img_size", "mean", "std")
+        opts, source=source, allowed=("checkpoint", "num_classes", "img_size", "input_size", "mean", "std")
     )
     if not name:
         raise RobevalError(f"model source {source!r} names no architecture; write e.g. timm:resnet18")
@@ -86,15 +92,27 @@ def load_timm(rest: str, source: str, context: SourceContext = NO_CONTEXT) -> Lo
         if not path.is_file():
             raise RobevalError(f"checkpoint file {str(path)!r} does not exist; check the path")
         load_weights(net, path, what="checkpoint file", hint=f"timm {name} (check num_classes)")
-        identity = f"timm:{name}:sha256:{file_sha256(path)}"
+        identity = f"timm:{name}:sha256:{file_sha256(path)}" + options_tag(options, skip=("checkpoint",))
     else:
         warnings.warn(f"{source!r} has no checkpoint=PATH; the model is randomly initialised", stacklevel=2)
-        identity = f"timm:{name}:random:{sorted(kwargs.items())!r}"
-    config = timm.data.resolve_data_config({}, model=net)
+        identity = f"timm:{name}:random" + options_tag(options)
+    config = dict(timm.data.resolve_data_config({}, model=net))
+    config["fixed_input_size"] = bool(getattr(net, "pretrained_cfg", {}).get("fixed_input_size", False))
     mean = parse_stats(options.get("mean"), config.get("mean", IMAGENET_MEAN), "mean")
     std = parse_stats(options.get("std"), config.get("std", IMAGENET_STD), "std")
-    model = wrap_normalize(net, mean, std).eval()
+    size = _resize_to(options.get("input_size"), config, source)
+    model = wrap_normalize(ResizeInput(net, size) if size else net, mean, std).eval()
     return LoadedModel(model=model, name=name, source=source, identity=identity, meta=None)
+
+
+def _resize_to(text: str | None, config: dict[str, Any], source: str) -> tuple[int, int] | None:
+    """The (H, W) a timm model's inputs are resized to, or None for no resize."""
+    if text is not None:
+        return resize_option(text, source)
+    if config.get("fixed_input_size"):
+        _, height, width = config["input_size"]
+        return int(height), int(width)
+    return None
 
 
 # --------------------------------------------------------------------------- RobustBench

@@ -141,6 +141,45 @@ def run(
         out_console.print(f"tables written to {frame.attrs['out']}/", highlight=False)
 
 
+@app.command()
+def transfer(
+    sources: Annotated[list[str], typer.Argument(help="Source models: adversarials are made on each (also targets).")],
+    target: Annotated[Optional[list[str]], typer.Option(help="Extra target model; repeatable.")] = None,
+    attack: Annotated[Optional[list[str]], typer.Option(help="Source attack NAME[:k=v]; repeatable (default pgd).")] = None,
+    eps: Annotated[Optional[str], typer.Option(help="Budgets, e.g. 0,0.1,0.3 (default: the data set's grid).")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help="Data set; default: the one recorded in the checkpoints.")] = None,
+    n: Annotated[Optional[int], typer.Option(help="Seeded test subset size (default 500).")] = None,
+    seed: Annotated[Optional[int], typer.Option()] = None,
+    batch_size: Annotated[Optional[int], typer.Option()] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
+    out: Annotated[Optional[str], typer.Option(help="Output folder (default results/transfer).")] = None,
+    data_root: Annotated[Optional[str], typer.Option(help="Folder holding local data sets.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Transfer grid: each source's adversarials evaluated on every target (SGR Tables 1, 4)."""
+    with user_errors():
+        import dataclasses
+
+        from robeval.eval.transfer import TransferSpec, run_transfer
+        from robeval.params import parse_eps_list
+        from robeval.results.tables import format_eps
+        from robeval.results.transfer_tables import transfer_grids
+
+        flags = {
+            "sources": tuple(sources), "targets": tuple(target) if target else None,
+            "attacks": tuple(attack) if attack else None,
+            "eps": parse_eps_list(eps) if eps is not None else None, "dataset": dataset, "n": n, "seed": seed,
+            "batch_size": batch_size, "device": device, "out": out, "data_root": data_root,
+        }
+        spec = TransferSpec.from_dict({k: v for k, v in flags.items() if v is not None})
+        frame = run_transfer(dataclasses.replace(spec, progress=not quiet))
+        for (name, value), grid in transfer_grids(frame).items():
+            if value > 0:
+                grid.index.name, grid.columns.name = "target \\ source", None
+                _print_table(grid, title=f"robust accuracy (%), {name}, eps {format_eps(value)}")
+        out_console.print(f"tables written to {frame.attrs['out']}/", highlight=False)
+
+
 @app.command("ls")
 def ls(kind: Annotated[str, typer.Argument(help="attacks, models, datasets, objectives or regularisers")]) -> None:
     """List the registered attacks, models, data sets, objectives or regularisers."""

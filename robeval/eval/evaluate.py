@@ -17,14 +17,22 @@ from robeval.analysis.sfa_grid import plot_sfa_grid, sfa_grid, sfa_summary
 from robeval.atomic import atomic_write_text
 from robeval.attacks import attacks
 from robeval.attacks import get as get_attack
-from robeval.attacks.base import is_gradient_free, is_targeted
-from robeval.data import dataset_info, load_dataset, subset_indices
+from robeval.attacks.base import is_targeted
+from robeval.data import dataset_info
 from robeval.device import resolve_device
 from robeval.errors import RobevalError
 from robeval.eval.cells import Cell
 from robeval.eval.examples import targeted_examples
 from robeval.eval.progress import progress_bar
 from robeval.eval.runner import attack_cells, eval_mode, predict, run_attack
+from robeval.eval.setup import (
+    check_black_box,
+    check_forward,
+    check_input_shape,
+    display_names,
+    load_subset,
+    resolve_dataset,
+)
 from robeval.models import LoadedModel, load_model
 from robeval.models.sources import SourceContext
 from robeval.results.outputs import write_outputs
@@ -68,17 +76,17 @@ def run(spec: RunSpec) -> pd.DataFrame:
         _check_attack(get_attack(attack_spec), attack_spec, spec)
     context = SourceContext(dataset=spec.dataset, threat_model=spec.threat_model, model_dir=spec.model_dir)
     loaded = [load_model(source, device=device, context=context) for source in spec.models]
-    names = _display_names(loaded)
+    names = display_names(loaded)
     for item, name in zip(loaded, names, strict=True):
-        _check_black_box(item, name, spec.attacks)
-    dataset = _resolve_dataset(spec, loaded)
+        check_black_box(item, name, spec.attacks)
+    dataset = resolve_dataset(spec.dataset, loaded)
     info = dataset_info(dataset, root=spec.data_root)
     eps_grid = spec.eps if spec.eps is not None else info.default_eps
     for item, name in zip(loaded, names, strict=True):
-        _check_input_shape(item, name, info.input_shape)
-    x, y, split_index = _load_subset(dataset, spec)
+        check_input_shape(item, name, info.input_shape)
+    x, y, split_index = load_subset(dataset, spec.n, spec.seed, spec.data_root)
     for item, name in zip(loaded, names, strict=True):
-        _check_forward(item, name, x, len(info.classes), device)
+        check_forward(item, name, x, len(info.classes), device)
     resolved = spec.replace(dataset=dataset, eps=tuple(eps_grid), n=len(x))
 
     out = Path(spec.out)
@@ -163,19 +171,6 @@ def _check_attack(attack: Any, text: str, spec: RunSpec) -> None:
         )
 
 
-def _check_black_box(item: LoadedModel, name: str, attack_specs: tuple[str, ...]) -> None:
-    """A model without gradients (ONNX run by onnxruntime) takes gradient-free attacks only."""
-    if not item.black_box:
-        return
-    needing = [text for text in attack_specs if not is_gradient_free(get_attack(text))]
-    if needing:
-        free = sorted(n for n, cls in attacks.items() if is_gradient_free(cls))
-        raise RobevalError(
-            f"model {name!r} is a black box (no gradients), so {', '.join(needing)} cannot run on it; "
-            f"use gradient-free attacks ({', '.join(free)}) or a source that gives gradients"
-        )
-
-
 def _targeted_picture(
     out: Path, model: torch.nn.Module, attack: Any, cell: Cell, x: Tensor, y: Tensor,
     clean_pred: Tensor, classes: list[str], device: torch.device,
@@ -228,58 +223,3 @@ def _write_sfa_tables(out: Path, grids: pd.DataFrame) -> None:
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.=_-]+", "-", text).strip("-")
-
-
-def _display_names(loaded: list[LoadedModel]) -> list[str]:
-    """Short names (checkpoint stems), falling back to the full source where they clash."""
-    names = [item.name for item in loaded]
-    return [item.name if names.count(item.name) == 1 else item.source for item in loaded]
-
-
-def _resolve_dataset(spec: RunSpec, loaded: list[LoadedModel]) -> str:
-    if spec.dataset is not None:
-        return spec.dataset
-    recorded = {item.meta.dataset for item in loaded if item.meta is not None}
-    if len(recorded) == 1 and all(item.meta is not None for item in loaded):
-        return recorded.pop()
-    raise RobevalError(
-        "cannot tell which data set to evaluate on (the models record "
-        f"{sorted(recorded) or 'none'}); pass --dataset NAME (see `robeval ls datasets`)"
-    )
-
-
-def _load_subset(dataset: str, spec: RunSpec) -> tuple[Tensor, Tensor, Tensor]:
-    """The seeded test subset and, for each of its images, the position in the test split."""
-    x_all, y_all = load_dataset(dataset, split="test", root=spec.data_root)
-    n = spec.n
-    if n > len(y_all):
-        log.warning("--n %d is larger than the %d test images of %s; using all", n, len(y_all), dataset)
-        n = len(y_all)
-    index = subset_indices(len(y_all), n, spec.seed, what=f"{dataset} test split")
-    return x_all[index].contiguous(), y_all[index].contiguous(), index
-
-
-def _check_input_shape(item: LoadedModel, name: str, shape: tuple[int, ...]) -> None:
-    """The input shape a checkpoint records must be the data set's."""
-    if item.meta is not None and tuple(item.meta.input_shape) != tuple(shape):
-        raise RobevalError(
-            f"model {name!r} was trained on inputs of shape {tuple(item.meta.input_shape)} but the "
-            f"data set gives {tuple(shape)}; pass the matching --dataset"
-        )
-
-
-def _check_forward(item: LoadedModel, name: str, x: Tensor, n_classes: int, device: torch.device) -> None:
-    """One clear error when a model cannot take this data set's images or labels."""
-    try:
-        with torch.no_grad(), eval_mode(item.model):
-            logits = item.model(x[:2].to(device))
-    except RuntimeError as exc:
-        raise RobevalError(
-            f"model {name!r} cannot take inputs of shape {tuple(x.shape[1:])} ({str(exc).splitlines()[0]}); "
-            "pass the matching --dataset"
-        ) from None
-    if logits.dim() != 2 or logits.shape[1] < n_classes:
-        raise RobevalError(
-            f"model {name!r} gives outputs of shape {tuple(logits.shape)} but the data set has "
-            f"{n_classes} classes; pass the matching --dataset"
-        )

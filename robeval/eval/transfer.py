@@ -1,0 +1,269 @@
+"""Transfer grids: adversarials made on each *source* model, evaluated on every *target*.
+
+The SGR paper's Tables 1 and 4 (Roth et al.): rows are target models, columns source
+models, entries the targets' accuracy on PGD adversarials of the sources; the diagonal is
+the white-box attack. Absum's "transferred PGD" (a substitute trained with another seed)
+is one off-diagonal entry. Any untargeted attack of the battery can be the source attack.
+
+For every (source, attack, eps) the adversarials of every test point are made once per
+batch (seeded per batch, as in ``robeval run``) and shown to every target; each target's
+predictions are stored in the run's SQLite store batch by batch, so an interrupted grid
+resumes, and adding a target later only evaluates that target. Unlike ``robeval run``,
+every point is attacked at every eps independently (the source's own mistakes included):
+a transfer adversarial is whatever the source attack produced, not the target's worst
+case. Minimal-norm attacks run their search once (unbounded) and each eps keeps the
+adversarials inside its ball. Targets may be black boxes (no gradients): that is what
+transfer attacks are for; sources need gradients unless the attack is gradient-free.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import logging
+import math
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from robeval.attacks import canonical_name
+from robeval.attacks import get as get_attack
+from robeval.attacks.base import all_norms, is_minimal, perturbation_norms
+from robeval.data import dataset_info
+from robeval.device import resolve_device
+from robeval.errors import RobevalError
+from robeval.eval.cells import Cell, batch_seed
+from robeval.eval.checks import attack_norms
+from robeval.eval.counting import PassCounter
+from robeval.eval.progress import progress_bar
+from robeval.eval.runner import eval_mode, predict
+from robeval.eval.setup import (
+    check_black_box,
+    check_forward,
+    check_input_shape,
+    display_names,
+    load_subset,
+    resolve_dataset,
+)
+from robeval.models import LoadedModel, load_model
+from robeval.models.sources import SourceContext
+from robeval.params import parse_eps_list
+from robeval.results.store import BatchResult, Cost, ResultStore
+from robeval.spec import _as_list, _attack_text
+
+log = logging.getLogger(__name__)
+STORE_NAME = "store.sqlite"
+
+
+@dataclass(frozen=True)
+class TransferSpec:
+    """Everything that determines a transfer grid. ``targets`` are evaluated in addition
+    to the sources (every source is also a target, giving the white-box diagonal)."""
+
+    sources: tuple[str, ...]
+    targets: tuple[str, ...] = ()
+    attacks: tuple[str, ...] = ("pgd",)
+    eps: tuple[float, ...] | None = None
+    dataset: str | None = None
+    n: int = 500
+    seed: int = 0
+    batch_size: int = 250
+    device: str = "auto"
+    out: str = "results/transfer"
+    data_root: str | None = None
+    threat_model: str | None = None
+    model_dir: str | None = None
+    progress: bool = field(default=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.sources:
+            raise RobevalError("no source model given; pass checkpoints: robeval transfer a.pt b.pt")
+        if not self.attacks:
+            raise RobevalError("no attack given; pass e.g. --attack pgd:steps=40")
+        if self.n < 1 or self.batch_size < 1:
+            raise RobevalError("--n and --batch-size must be >= 1")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TransferSpec:
+        """Build from plain values (keywords or YAML); lists become tuples, eps may be text."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise RobevalError(f"unknown transfer setting(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
+        values = dict(data)
+        for key in ("sources", "targets"):
+            if key in values:
+                values[key] = tuple(str(m) for m in _as_list(values[key]))
+        if "attacks" in values:
+            values["attacks"] = tuple(_attack_text(a) for a in _as_list(values["attacks"]))
+        if values.get("eps") is not None:
+            values["eps"] = parse_eps_list(values["eps"])
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values for ``spec.yaml`` (without the display flag)."""
+        data = dataclasses.asdict(self)
+        data.pop("progress")
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
+
+
+@dataclass(frozen=True)
+class TransferCell:
+    """The target's predictions on one source's adversarials at one eps."""
+
+    source: Cell  # how the adversarials were made (model = the source)
+    target: str
+    target_identity: str
+
+    @property
+    def key(self) -> str:
+        text = f"transfer:{self.source.key}:{self.target_identity}"
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+    def description(self) -> dict[str, Any]:
+        return {"source": self.source.description(), "target": self.target, "target_identity": self.target_identity}
+
+
+def transfer(spec: TransferSpec | dict[str, Any] | None = None, **kwargs: Any) -> pd.DataFrame:
+    """Run a transfer grid like ``robeval transfer``; return ``transfer.csv`` as a frame
+    (``df.attrs["out"]`` is the output folder; a temporary one unless ``out`` is given)."""
+    if isinstance(spec, TransferSpec):
+        spec = dataclasses.replace(spec, **kwargs) if kwargs else spec
+    else:
+        data = {**(spec or {}), **kwargs}
+        data.setdefault("out", tempfile.mkdtemp(prefix="robeval-transfer-"))
+        spec = TransferSpec.from_dict(data)
+    return run_transfer(spec)
+
+
+def run_transfer(spec: TransferSpec) -> pd.DataFrame:
+    """Fill the store for every source x attack x eps x target and write the tables."""
+    from robeval.results.transfer_tables import (
+        transfer_frame,
+        transfer_samples,
+        write_transfer_outputs,
+    )
+
+    device = resolve_device(spec.device)
+    attacks_ = [get_attack(text) for text in spec.attacks]
+    context = SourceContext(dataset=spec.dataset, threat_model=spec.threat_model, model_dir=spec.model_dir)
+    texts = list(dict.fromkeys(spec.sources + spec.targets))
+    models = [load_model(text, device=device, context=context) for text in texts]
+    names = display_names(models)
+    sources = [(m, nm) for m, nm, t in zip(models, names, texts, strict=True) if t in spec.sources]
+    for item, name in sources:
+        check_black_box(item, name, spec.attacks)
+    dataset = resolve_dataset(spec.dataset, models)
+    info = dataset_info(dataset, root=spec.data_root)
+    for item, name in zip(models, names, strict=True):
+        check_input_shape(item, name, info.input_shape)
+    x, y, split_index = load_subset(dataset, spec.n, spec.seed, spec.data_root)
+    for item, name in zip(models, names, strict=True):
+        check_forward(item, name, x, len(info.classes), device)
+    grid = sorted(spec.eps if spec.eps is not None else info.default_eps)
+    out = Path(spec.out)
+    cells: list[TransferCell] = []
+    with contextlib.ExitStack() as stack, ResultStore(out / STORE_NAME) as store:
+        evals = [stack.enter_context(eval_mode(item.model)) for item in models]
+        clean = {name: predict(model, x, spec.batch_size, device) for model, name in zip(evals, names, strict=True)}
+        targets = list(zip(models, names, strict=True))
+        bar = stack.enter_context(progress_bar(enabled=spec.progress))
+        for source, source_name in sources:
+            for attack in attacks_:
+                eps_grid = [e for e in grid if is_minimal(attack) or math.isfinite(e)]
+                source_cells = [_source_cell(source, source_name, dataset, attack, e, spec) for e in eps_grid]
+                grid_cells = [[TransferCell(c, name, item.identity) for item, name in targets] for c in source_cells]
+                task = bar.add_task(f"{source_name} · {canonical_name(attack)} → {len(targets)} targets",
+                                    total=-(-len(x) // spec.batch_size) * len(eps_grid))
+                _fill(store, source.model, attack, grid_cells, [m.model for m, _ in targets], x, y, clean,
+                      spec.batch_size, device, advance=lambda task=task: bar.advance(task))
+                cells += [cell for row in grid_cells for cell in row]
+        frame = transfer_frame(store, cells)
+        samples = transfer_samples(store, cells, split_index.numpy())
+    resolved = dataclasses.replace(spec, dataset=dataset, eps=tuple(grid), n=len(x),
+                                   attacks=tuple(dict.fromkeys(canonical_name(a) for a in attacks_)))
+    write_transfer_outputs(out, resolved.to_dict(), frame, samples)
+    frame.attrs["out"] = str(out)
+    return frame
+
+
+def _source_cell(source: LoadedModel, name: str, dataset: str, attack: Any, eps: float, spec: TransferSpec) -> Cell:
+    minimal = is_minimal(attack)
+    return Cell(model=name, model_identity=source.identity, dataset=dataset, attack=canonical_name(attack),
+                attack_params=tuple(sorted(asdict(attack).items())), norm=attack.norm, eps=eps, n=spec.n,
+                seed=spec.seed, batch_size=spec.batch_size, minimal=minimal, nested=False)
+
+
+def _fill(
+    store: ResultStore, source: nn.Module, attack: Any, grid_cells: list[list[TransferCell]],
+    targets: list[nn.Module], x: Tensor, y: Tensor, clean: dict[str, Tensor], batch_size: int,
+    device: torch.device, advance: Any,
+) -> None:
+    """Make the source's adversarials batch by batch and store every target's predictions
+    on them, skipping (eps, target) pairs already stored."""
+    for row in grid_cells:
+        for cell in row:
+            store.register_cell(cell.key, cell.description())
+    done = {cell.key: store.done_batches(cell.key) for row in grid_cells for cell in row}
+    for batch, start in enumerate(range(0, len(x), batch_size)):
+        stop = min(start + batch_size, len(x))
+        xb, yb = x[start:stop].to(device), y[start:stop].to(device)
+        search: tuple[Tensor, Tensor, Cost] | None = None  # a minimal-norm search, shared by all eps
+        for row in grid_cells:
+            todo = [(cell, model) for cell, model in zip(row, targets, strict=True) if batch not in done[cell.key]]
+            if todo:
+                source_cell = row[0].source
+                if source_cell.minimal and source_cell.eps > 0:
+                    if search is None:
+                        search = _make(source, attack, source_cell.search(), xb, yb, batch)
+                    inside = search[1].double() <= source_cell.eps  # the search's answer, where it fits the ball
+                    x_adv = torch.where(inside.view(-1, *([1] * (xb.dim() - 1))).to(xb.device), search[0], xb)
+                    own, cost = torch.where(inside, search[1], torch.zeros_like(search[1])), search[2]
+                else:
+                    x_adv, own, cost = _make(source, attack, source_cell, xb, yb, batch)
+                _store_targets(store, todo, x_adv, own, xb, yb, clean, start, batch, cost)
+            advance()
+
+
+def _make(
+    source: nn.Module, attack: Any, cell: Cell, xb: Tensor, yb: Tensor, batch: int
+) -> tuple[Tensor, Tensor, Cost]:
+    """The source attack's adversarials for one batch, checked as ``robeval run`` checks
+    them, each point's size in the attack's own measure, and what they cost."""
+    if cell.eps == 0:
+        return xb, torch.zeros(len(xb), dtype=torch.float64), Cost()
+    tic = time.perf_counter()
+    counter = PassCounter(source)
+    generator = torch.Generator().manual_seed(batch_seed(cell.seed, cell.key, batch))
+    result = attack(counter, xb, yb, eps=cell.eps, generator=generator)
+    x_adv, own = attack_norms(xb, result, eps=cell.eps, norm=cell.norm, attack=cell.attack)
+    cost = Cost(time.perf_counter() - tic, counter.counts.forward, counter.counts.backward)
+    return x_adv.detach(), own.detach().double().cpu(), cost
+
+
+def _store_targets(
+    store: ResultStore, todo: list[tuple[TransferCell, nn.Module]], x_adv: Tensor, own: Tensor, xb: Tensor,
+    yb: Tensor, clean: dict[str, Tensor], start: int, batch: int, cost: Cost,
+) -> None:
+    """Every pending target's predictions on one batch of adversarials, one store batch each."""
+    norms = {k: v.double().cpu().numpy() for k, v in all_norms(x_adv - xb).items()}
+    attack_norm = own.cpu().numpy()
+    x_norm = perturbation_norms(xb, "l2").double().cpu().numpy()
+    idx = np.arange(start, start + len(xb))
+    for cell, model in todo:
+        with torch.no_grad():
+            adv_pred = model(x_adv).argmax(1).cpu().numpy()
+        result = BatchResult(
+            idx=idx, target=np.full(len(idx), -1), label=yb.cpu().numpy(),
+            clean_pred=clean[cell.target][start:start + len(xb)].numpy(), adv_pred=adv_pred,
+            l0=norms["l0"], l2=norms["l2"], linf=norms["linf"], attack_norm=attack_norm, x_norm=x_norm,
+        )
+        store.write_batch(cell.key, batch, cost, result)

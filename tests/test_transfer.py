@@ -133,3 +133,8 @@ def test_cli_prints_the_grid_and_bad_input_is_one_line(digits_checkpoint, second
     assert len(pd.read_csv(out / "transfer.csv")) == 2 * 2 * 2
     bad = CliRunner().invoke(app, ["transfer", str(digits_checkpoint), "--attack", "pgdd", "--out", str(tmp_path / "x")])
     assert bad.exit_code != 0 and "unknown attack 'pgdd'" in bad.output and "Traceback" not in bad.output
+    report = CliRunner().invoke(app, ["report", str(out), "--out", str(tmp_path / "rep" / "report.md")])
+    assert report.exit_code == 0, report.output
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "transfer report" in text and "## fgsm, eps 0.2" in text and "report_files/transfer_fgsm.png" in text
+    assert (tmp_path / "rep" / "report_files" / "transfer_fgsm.png").is_file()

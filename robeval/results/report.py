@@ -171,15 +171,20 @@ def write_report(run_dir: Path, out: Path, *, examples: int = 8) -> Path:
     if not run_dir.is_dir():
         raise RobevalError(f"run directory {run_dir} does not exist")
     results_path = run_dir / "results.csv"
-    if not results_path.is_file():
-        raise RobevalError(f"{run_dir} holds no results.csv: not a run directory")
-    results = pd.read_csv(results_path)
+    is_transfer = not results_path.is_file() and (run_dir / "transfer.csv").is_file()
+    if not results_path.is_file() and not is_transfer:
+        raise RobevalError(f"{run_dir} holds no results.csv or transfer.csv: not a run directory")
     spec_path = run_dir / "spec.yaml"
     spec_text = spec_path.read_text() if spec_path.is_file() else ""
     spec = (yaml.safe_load(spec_text) or {}) if spec_text else {}
     files = out.parent / FILES_DIR
     files.mkdir(parents=True, exist_ok=True)
     is_html = out.suffix.lower() == ".html"
+    if is_transfer:
+        blocks = [*_transfer_blocks(run_dir, files), ("h2", "Spec"), ("code", spec_text or "(no spec.yaml)")]
+        atomic_write_text(out, _render_html(blocks, out) if is_html else _render_md(blocks, out))
+        return out
+    results = pd.read_csv(results_path)
 
     blocks: list[tuple[str, object]] = []  # (kind, payload): h2/text/img/table/code
     blocks.append(("h1", f"robeval report: {run_dir.name}"))
@@ -222,6 +227,27 @@ def write_report(run_dir: Path, out: Path, *, examples: int = 8) -> Path:
     text = _render_html(blocks, out) if is_html else _render_md(blocks, out)
     atomic_write_text(out, text)
     return out
+
+
+def _transfer_blocks(run_dir: Path, files: Path) -> list[tuple[str, object]]:
+    """A ``robeval transfer`` directory: the heat maps and one grid per attack and eps."""
+    from robeval.results.transfer_tables import transfer_grids
+
+    frame = pd.read_csv(run_dir / "transfer.csv")
+    blocks: list[tuple[str, object]] = [
+        ("h1", f"robeval transfer report: {run_dir.name}"),
+        ("text", (f"Run directory `{run_dir}`; data set {', '.join(sorted(frame['dataset'].astype(str).unique()))}; "
+                  f"n = {int(frame['n'].max())}. Robust accuracy (%) of each target (row) on the adversarials of "
+                  "each source (column); the diagonal is the white-box attack.")),
+    ]
+    for fig in sorted(run_dir.glob("transfer_*.png")):
+        target = files / fig.name
+        shutil.copyfile(fig, target)
+        blocks.append(("img", (target, fig.stem)))
+    for (attack, eps), grid in transfer_grids(frame).items():
+        blocks.append(("h2", f"{attack}, eps {format_eps(float(eps))}"))
+        blocks.append(("frame", (100 * grid).round(1).reset_index()))
+    return blocks
 
 
 def _rel(path: Path, out: Path) -> str:

@@ -207,6 +207,10 @@ def _print_table(frame, *, title: str) -> None:
     out_console.print(table)
 
 
+# The analysis commands (spectrum, frequency, gradients) register on `app` when imported.
+from robeval import cli_analysis  # noqa: F401  isort: skip
+
+
 def main() -> None:
     """Console-script entry point."""
     try:
@@ -214,102 +218,6 @@ def main() -> None:
     except RobevalError as exc:  # raised outside a command body (should not happen)
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         sys.exit(2)
-
-
-@app.command()
-def spectrum(
-    model: Annotated[str, typer.Argument(help="Checkpoint (or other model source) to attack.")],
-    eps: Annotated[str, typer.Option(help="One budget, e.g. 8/255.")],
-    attack: Annotated[str, typer.Option(help="Attack NAME or NAME:key=value.")] = "pgd",
-    dataset: Annotated[str | None, typer.Option(help="Data set; default: the one recorded in the checkpoint.")] = None,
-    n: Annotated[int, typer.Option(help="Seeded test subset size.")] = 500,
-    seed: Annotated[int, typer.Option()] = 0,
-    batch_size: Annotated[int, typer.Option()] = 256,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    data_root: Annotated[str | None, typer.Option(help="Folder holding local data sets.")] = None,
-    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("results/spectrum"),
-) -> None:
-    """Log-amplitude spectra of natural and adversarial images, and their difference.
-
-    Also the perturbations' power spectrum; writes spectrum.png and spectrum.npz.
-    """
-    with user_errors():
-        from robeval.analysis.inputs import model_and_subset, single_eps
-        from robeval.analysis.spectrum import spectrum_analysis, write_spectrum
-        from robeval.attacks import get as get_attack
-        from robeval.device import resolve_device
-
-        budget = single_eps(eps)
-        attack_obj = get_attack(attack)
-        resolved = resolve_device(device)
-        loaded, x, y = model_and_subset(model, dataset=dataset, n=n, seed=seed, data_root=data_root, device=resolved)
-        result = spectrum_analysis(loaded.model, x, y, attack_obj, budget, batch_size=batch_size,
-                                   device=resolved, seed=seed)
-        png, npz = write_spectrum(result, out)
-        out_console.print(
-            f"{result.attack} eps={result.eps:g}, n={result.n}: accuracy {100 * result.clean_accuracy:.1f}% clean, "
-            f"{100 * result.adversarial_accuracy:.1f}% adversarial", highlight=False,
-        )
-        out_console.print(f"wrote {png} and {npz}", highlight=False)
-
-
-@app.command()
-def frequency(
-    model: Annotated[str, typer.Argument(help="Checkpoint (or other model source) to attack.")],
-    eps: Annotated[str, typer.Option(help="One budget, e.g. 8/255.")],
-    attack: Annotated[str, typer.Option(help="Attack NAME or NAME:key=value.")] = "pgd",
-    radii: Annotated[str | None, typer.Option(help="Comma-separated radii >= 0; default 0, 1, ..., ceil(half-diagonal).")] = None,
-    dataset: Annotated[str | None, typer.Option(help="Data set; default: the one recorded in the checkpoint.")] = None,
-    n: Annotated[int, typer.Option(help="Seeded test subset size.")] = 500,
-    seed: Annotated[int, typer.Option()] = 0,
-    batch_size: Annotated[int, typer.Option()] = 256,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    data_root: Annotated[str | None, typer.Option(help="Folder holding local data sets.")] = None,
-    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("results/frequency"),
-) -> None:
-    """Accuracy against the filter radius for low-/high-pass filtered images.
-
-    Natural and adversarial images, and the frequency swaps of both; writes frequency.csv
-    and frequency.png.
-    """
-    with user_errors():
-        from robeval.analysis.frequency import (
-            accuracy,
-            default_radii,
-            frequency_sweep,
-            make_adversarials,
-            write_frequency,
-        )
-        from robeval.analysis.inputs import model_and_subset, single_eps
-        from robeval.attacks import get as get_attack
-        from robeval.device import resolve_device
-
-        budget = single_eps(eps)
-        radius_list: list[float] | None = None
-        if radii is not None:
-            try:
-                radius_list = [float(part) for part in radii.split(",") if part.strip()]
-            except ValueError:
-                raise RobevalError(f"--radii takes comma-separated numbers >= 0, not {radii!r}") from None
-            if not radius_list or any(not r >= 0 or math.isinf(r) for r in radius_list):
-                raise RobevalError(f"--radii takes comma-separated finite numbers >= 0, not {radii!r}")
-        attack_obj = get_attack(attack)
-        resolved = resolve_device(device)
-        loaded, x, y = model_and_subset(model, dataset=dataset, n=n, seed=seed, data_root=data_root, device=resolved)
-        if radius_list is None:
-            radius_list = default_radii(*x.shape[-2:])
-        x_adv = make_adversarials(loaded.model, x, y, attack_obj, budget, batch_size=batch_size,
-                                  device=resolved, seed=seed)
-        frame = frequency_sweep(loaded.model, x, y, x_adv, radius_list, batch_size=batch_size, device=resolved)
-        csv, png = write_frequency(out, frame, title=f"{attack} eps={budget:g}, n={len(x)}")
-        clean_acc = accuracy(loaded.model, x, y, batch_size=batch_size, device=resolved)
-        adv_acc = accuracy(loaded.model, x_adv, y, batch_size=batch_size, device=resolved)
-        out_console.print(
-            f"{attack} eps={budget:g}, n={len(x)}: accuracy {100 * clean_acc:.1f}% clean, "
-            f"{100 * adv_acc:.1f}% adversarial; accuracy vs frequency radius:", highlight=False,
-        )
-        out_console.print(frame.to_string(index=False, float_format=lambda v: f"{v:.3f}"), highlight=False)
-        out_console.print(f"wrote {csv} and {png}", highlight=False)
 
 
 @app.command()

@@ -6,9 +6,11 @@
 
 Registered here: ``smooth-kernel`` (:mod:`robeval.train.reg_smooth`), ``absum``
 (:mod:`robeval.train.reg_absum`), ``snc`` (:mod:`robeval.train.reg_snc`), ``l1`` and
-``l2`` (:mod:`robeval.train.reg_norms`). A regulariser class may declare
-``aliases: ClassVar[dict[str, str]]`` mapping user-typed keys to field names, for keys
-that cannot be Python identifiers (``smooth-kernel:lambda=100`` -> field ``lam``).
+``l2`` (:mod:`robeval.train.reg_norms`), ``gradient-norm`` and ``edge-alignment``
+(:mod:`robeval.train.reg_gradient`), ``sgr`` (:mod:`robeval.train.reg_sgr`). A
+regulariser class may declare ``aliases: ClassVar[dict[str, str]]`` mapping user-typed
+keys to field names, for keys that cannot be Python identifiers
+(``smooth-kernel:lambda=100`` -> field ``lam``).
 """
 
 from __future__ import annotations
@@ -51,4 +53,11 @@ def conv_layers(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
 
 
 # Register the built-in regularisers (they import the registry above).
-from robeval.train import reg_absum, reg_norms, reg_smooth, reg_snc  # noqa: F401
+from robeval.train import (  # noqa: F401
+    reg_absum,
+    reg_gradient,
+    reg_norms,
+    reg_sgr,
+    reg_smooth,
+    reg_snc,
+)

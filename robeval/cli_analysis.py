@@ -163,3 +163,81 @@ def gradients(
         files = write_gradient_outputs(out, samples, attack=canonical_name(attack_obj), eps=budget)
         out_console.print(files["markdown"].read_text(), highlight=False)
         out_console.print(f"wrote {', '.join(str(p) for p in files.values())}", highlight=False)
+
+
+@app.command()
+def responses(
+    models: Annotated[list[str], typer.Argument(help="Checkpoints (or other model sources) to compare.")],
+    eps: Annotated[str, typer.Option(help="One budget, e.g. 8/255.")],
+    attack: Annotated[str, typer.Option(help="Attack NAME or NAME:key=value.")] = "pgd",
+    transfer_from: Annotated[str | None, typer.Option(help="Also show adversarials made on this model.")] = None,
+    layers: Annotated[str, typer.Option(help="auto (ResNet stages, else every conv) or a,b,c module names.")] = "auto",
+    dataset: Annotated[str | None, typer.Option(help="Data set; default: the one recorded in the checkpoints.")] = None,
+    n: Annotated[int, typer.Option(help="Seeded test subset size.")] = 500,
+    seed: Annotated[int, typer.Option()] = 0,
+    batch_size: Annotated[int, typer.Option()] = 128,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    data_root: Annotated[str | None, typer.Option(help="Folder holding local data sets.")] = None,
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("results/responses"),
+) -> None:
+    """Local response differences between natural and adversarial images, layer by layer."""
+    with user_errors():
+        import pandas as pd
+
+        from robeval.analysis.inputs import single_eps
+        from robeval.analysis.responses import (
+            make_adversarials,
+            resolve_layers,
+            response_samples,
+            write_response_outputs,
+        )
+        from robeval.attacks import canonical_name
+        from robeval.attacks import get as get_attack
+        from robeval.data import dataset_info, load_dataset
+        from robeval.device import resolve_device
+        from robeval.eval.runner import eval_mode
+        from robeval.eval.setup import (
+            check_forward,
+            check_input_shape,
+            display_names,
+            resolve_dataset,
+        )
+        from robeval.models import load_model
+
+        budget = single_eps(eps)
+        attack_obj = get_attack(attack)
+        resolved = resolve_device(device)
+        sources = [*models, *([transfer_from] if transfer_from else [])]
+        loaded = [load_model(m, device=resolved) for m in sources]
+        names = display_names(loaded)
+        name = resolve_dataset(dataset, loaded)
+        info = dataset_info(name, root=data_root)
+        x, y = load_dataset(name, split="test", n=n, seed=seed, root=data_root)
+        for item, label in zip(loaded, names, strict=True):
+            check_input_shape(item, label, info.input_shape)
+            check_forward(item, label, x, len(info.classes), resolved)
+
+        def adversarials(index: int):
+            return make_adversarials(loaded[index].model, attack_obj, x, y, eps=budget, batch_size=batch_size,
+                                     device=resolved, seed=seed, key=f"responses:{loaded[index].identity}")
+
+        transferred = adversarials(len(models)) if transfer_from else None
+        frames = []
+        for i in range(len(models)):
+            chosen = resolve_layers(loaded[i].model, layers)
+            own = adversarials(i)
+            with eval_mode(loaded[i].model) as model:
+                for origin, x_adv in (("own", own), (f"from {names[-1]}", transferred)):
+                    if x_adv is None:
+                        continue
+                    for start in range(0, len(x), batch_size):
+                        part = response_samples(model, chosen, x[start:start + batch_size].to(resolved),
+                                                y[start:start + batch_size], x_adv[start:start + batch_size].to(resolved),
+                                                origin=origin)
+                        part.insert(0, "index", start + part.groupby("layer").cumcount())
+                        part.insert(0, "model", names[i])
+                        frames.append(part)
+        files = write_response_outputs(out, pd.concat(frames, ignore_index=True),
+                                       attack=canonical_name(attack_obj), eps=budget)
+        out_console.print(files["markdown"].read_text(), highlight=False)
+        out_console.print(f"wrote {', '.join(str(p) for p in files.values())}", highlight=False)

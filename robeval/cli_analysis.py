@@ -131,32 +131,18 @@ def gradients(
             gradient_statistics,
             write_gradient_outputs,
         )
-        from robeval.analysis.inputs import single_eps
+        from robeval.analysis.inputs import models_and_subset, single_eps
         from robeval.attacks import canonical_name
         from robeval.attacks import get as get_attack
-        from robeval.data import dataset_info, load_dataset
         from robeval.device import resolve_device
-        from robeval.eval.setup import (
-            check_forward,
-            check_input_shape,
-            display_names,
-            resolve_dataset,
-        )
-        from robeval.models import load_model
 
         budget = single_eps(eps)
         attack_obj = get_attack(attack)
         if power_iters < 1 or linearity_samples < 1:
             raise RobevalError("--power-iters and --linearity-samples must be >= 1")
         resolved = resolve_device(device)
-        loaded = [load_model(m, device=resolved) for m in models]
-        names = display_names(loaded)
-        name = resolve_dataset(dataset, loaded)
-        info = dataset_info(name, root=data_root)
-        x, y = load_dataset(name, split="test", n=n, seed=seed, root=data_root)
-        for item, label in zip(loaded, names, strict=True):
-            check_input_shape(item, label, info.input_shape)
-            check_forward(item, label, x, len(info.classes), resolved)
+        loaded, names, x, y = models_and_subset(models, dataset=dataset, n=n, seed=seed, data_root=data_root,
+                                                device=resolved)
         config = GeometryConfig(eps=budget, power_iters=power_iters, linearity_samples=linearity_samples, seed=seed)
         samples = gradient_statistics(list(zip(loaded, names, strict=True)), x, y, attack_obj,
                                       canonical_name(attack_obj), config, batch_size=batch_size, device=resolved)
@@ -184,7 +170,7 @@ def responses(
     with user_errors():
         import pandas as pd
 
-        from robeval.analysis.inputs import single_eps
+        from robeval.analysis.inputs import models_and_subset, single_eps
         from robeval.analysis.responses import (
             make_adversarials,
             resolve_layers,
@@ -193,29 +179,15 @@ def responses(
         )
         from robeval.attacks import canonical_name
         from robeval.attacks import get as get_attack
-        from robeval.data import dataset_info, load_dataset
         from robeval.device import resolve_device
         from robeval.eval.runner import eval_mode
-        from robeval.eval.setup import (
-            check_forward,
-            check_input_shape,
-            display_names,
-            resolve_dataset,
-        )
-        from robeval.models import load_model
 
         budget = single_eps(eps)
         attack_obj = get_attack(attack)
         resolved = resolve_device(device)
         sources = [*models, *([transfer_from] if transfer_from else [])]
-        loaded = [load_model(m, device=resolved) for m in sources]
-        names = display_names(loaded)
-        name = resolve_dataset(dataset, loaded)
-        info = dataset_info(name, root=data_root)
-        x, y = load_dataset(name, split="test", n=n, seed=seed, root=data_root)
-        for item, label in zip(loaded, names, strict=True):
-            check_input_shape(item, label, info.input_shape)
-            check_forward(item, label, x, len(info.classes), resolved)
+        loaded, names, x, y = models_and_subset(sources, dataset=dataset, n=n, seed=seed, data_root=data_root,
+                                                device=resolved)
 
         def adversarials(index: int):
             return make_adversarials(loaded[index].model, attack_obj, x, y, eps=budget, batch_size=batch_size,

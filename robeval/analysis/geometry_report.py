@@ -16,7 +16,8 @@ import pandas as pd
 import torch
 
 from robeval.analysis.geometry import GeometryConfig, geometry_samples, geometry_summary
-from robeval.atomic import atomic_open, atomic_write_text
+from robeval.analysis.inputs import write_analysis_files
+from robeval.atomic import atomic_open
 from robeval.eval.cells import batch_seed
 from robeval.eval.runner import eval_mode
 from robeval.models import LoadedModel
@@ -87,15 +88,9 @@ def plot_distributions(samples: pd.DataFrame, path: Path) -> Path:
 
 def write_gradient_outputs(out: Path, samples: pd.DataFrame, *, attack: str, eps: float) -> dict[str, Path]:
     """gradients_samples.csv, gradients.csv (summary), gradients.md and gradients.png."""
-    out.mkdir(parents=True, exist_ok=True)
     summary = geometry_summary(samples)
-    files = {"samples": out / "gradients_samples.csv", "summary": out / "gradients.csv",
-             "markdown": out / "gradients.md"}
-    atomic_write_text(files["samples"], samples.to_csv(index=False))
-    atomic_write_text(files["summary"], summary.to_csv(index=False))
-    atomic_write_text(files["markdown"], summary_markdown(summary, attack=attack, eps=eps))
-    files["plot"] = plot_distributions(samples, out / "gradients.png")
-    return files
+    return write_analysis_files(out, "gradients", samples, summary, summary_markdown(summary, attack=attack, eps=eps),
+                                lambda path: plot_distributions(samples, path))
 
 
 def _fmt(value: object) -> str:

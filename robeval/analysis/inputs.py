@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from pathlib import Path
 
+import pandas as pd
 import torch
 from torch import Tensor
 
@@ -39,3 +42,43 @@ def model_and_subset(
         )
     x, y = load_dataset(dataset, split="test", n=n, seed=seed, root=data_root)
     return loaded, x, y
+
+
+def models_and_subset(
+    sources: list[str], *, dataset: str | None, n: int, seed: int, data_root: str | None, device: torch.device,
+) -> tuple[list[LoadedModel], list[str], Tensor, Tensor]:
+    """Several models (on ``device``) with display names, and the seeded test subset they
+    are compared on; each must take the data set's images (one clear error otherwise)."""
+    from robeval.eval.setup import (
+        check_forward,
+        check_input_shape,
+        display_names,
+        resolve_dataset,
+    )
+
+    loaded = [load_model(source, device=device) for source in sources]
+    names = display_names(loaded)
+    name = resolve_dataset(dataset, loaded)
+    info = dataset_info(name, root=data_root)
+    x, y = load_dataset(name, split="test", n=n, seed=seed, root=data_root)
+    for item, label in zip(loaded, names, strict=True):
+        check_input_shape(item, label, info.input_shape)
+        check_forward(item, label, x, len(info.classes), device)
+    return loaded, names, x, y
+
+
+def write_analysis_files(
+    out: Path, stem: str, samples: pd.DataFrame, summary: pd.DataFrame, markdown: str,
+    plot: Callable[[Path], Path],
+) -> dict[str, Path]:
+    """``STEM_samples.csv``, ``STEM.csv`` (the summary), ``STEM.md`` and ``STEM.png``, each
+    written atomically under ``out``."""
+    from robeval.atomic import atomic_write_text
+
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"samples": out / f"{stem}_samples.csv", "summary": out / f"{stem}.csv", "markdown": out / f"{stem}.md"}
+    atomic_write_text(files["samples"], samples.to_csv(index=False))
+    atomic_write_text(files["summary"], summary.to_csv(index=False))
+    atomic_write_text(files["markdown"], markdown)
+    files["plot"] = plot(out / f"{stem}.png")
+    return files

@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from robeval.atomic import atomic_open, atomic_write_text
+from robeval.atomic import atomic_open
 from robeval.errors import RobevalError
 from robeval.eval.cells import batch_seed
 from robeval.eval.runner import eval_mode
@@ -187,15 +187,11 @@ def plot_responses(summary: pd.DataFrame, path: Path) -> Path:
 
 def write_response_outputs(out: Path, samples: pd.DataFrame, *, attack: str, eps: float) -> dict[str, Path]:
     """responses_samples.csv, responses.csv (summary), responses.md and responses.png."""
-    out.mkdir(parents=True, exist_ok=True)
+    from robeval.analysis.inputs import write_analysis_files
+
     summary = response_summary(samples)
-    files = {"samples": out / "responses_samples.csv", "summary": out / "responses.csv",
-             "markdown": out / "responses.md"}
-    atomic_write_text(files["samples"], samples.to_csv(index=False))
-    atomic_write_text(files["summary"], summary.to_csv(index=False))
-    atomic_write_text(files["markdown"], summary_markdown(summary, attack=attack, eps=eps))
-    files["plot"] = plot_responses(summary, out / "responses.png")
-    return files
+    return write_analysis_files(out, "responses", samples, summary, summary_markdown(summary, attack=attack, eps=eps),
+                                lambda path: plot_responses(summary, path))
 
 
 def _fmt(value: object) -> str:

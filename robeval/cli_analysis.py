@@ -213,3 +213,58 @@ def responses(
                                        attack=canonical_name(attack_obj), eps=budget)
         out_console.print(files["markdown"].read_text(), highlight=False)
         out_console.print(f"wrote {', '.join(str(p) for p in files.values())}", highlight=False)
+
+
+@app.command()
+def kernels(
+    models: Annotated[list[str], typer.Argument(help="Checkpoints (or other model sources) to compare.")],
+    layer: Annotated[str | None, typer.Option(help="Conv layer to draw (default: the first with kernels > 1x1).")] = None,
+    count: Annotated[int, typer.Option(help="Kernels to draw per model.")] = 4,
+    dataset: Annotated[str | None, typer.Option(help="Data set of the image in the third row (default: recorded).")] = None,
+    data_root: Annotated[str | None, typer.Option(help="Folder holding local data sets.")] = None,
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("results/kernels"),
+) -> None:
+    """Kernel smoothness per conv layer, and the kernels with their spectra (smooth-kernels Fig. 1)."""
+    with user_errors():
+        from robeval.analysis.kernels import (
+            compare_kernels,
+            model_summary,
+            plot_kernels,
+        )
+        from robeval.atomic import atomic_write_text
+        from robeval.data import load_dataset
+        from robeval.eval.setup import display_names
+        from robeval.models import load_model
+        from robeval.results.tables import frame_markdown
+
+        if count < 1:
+            raise RobevalError("--count must be >= 1")
+        loaded = [load_model(m) for m in models]
+        names = display_names(loaded)
+        table = compare_kernels([(name, item.model) for item, name in zip(loaded, names, strict=True)])
+        if table.empty:
+            raise RobevalError("none of the models has a conv layer with kernels larger than 1x1")
+        summary = model_summary(table)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "kernels.csv", table.to_csv(index=False))
+        atomic_write_text(out / "kernels_summary.csv", summary.to_csv(index=False))
+        atomic_write_text(out / "kernels.md", "Kernel smoothness (mean over 2-D kernels; summary = mean over layers)\n\n"
+                          + frame_markdown(summary) + "\n" + frame_markdown(table))
+        pngs = []
+        for item, name in zip(loaded, names, strict=True):
+            source = dataset or (item.meta.dataset if item.meta is not None else None)
+            image = load_dataset(source, split="test", n=1, seed=0, root=data_root)[0][0] if source else None
+            try:
+                pngs.append(plot_kernels(item.model, out / f"kernels_{_slug(name)}.png", layer=layer, count=count,
+                                         image=image))
+            except ValueError as exc:
+                raise RobevalError(f"model {name!r}: {exc}") from None
+        out_console.print(summary.to_string(index=False), highlight=False)
+        out_console.print(f"wrote {out / 'kernels.csv'}, {out / 'kernels.md'}, " + ", ".join(map(str, pngs)),
+                          highlight=False)
+
+
+def _slug(text: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "model"

@@ -86,7 +86,11 @@ def _load(source: Path) -> tuple[pd.DataFrame, pd.DataFrame | None, list[dict]]:
         samples = _read_csv(samples_path, _SAMPLE_NEEDED, "samples file") if samples_path.is_file() else None
         return results, samples, []
     if source.suffix.lower() == ".json":
-        from robeval.results.robustbench_json import from_model_info, norm_from_path, read_model_info
+        from robeval.results.robustbench_json import (
+            from_model_info,
+            norm_from_path,
+            read_model_info,
+        )
 
         return pd.DataFrame(), None, [from_model_info(read_model_info(source), norm=norm_from_path(source))]
     if source.suffix.lower() == ".csv":

@@ -17,14 +17,18 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 import yaml
 
 from robeval.atomic import atomic_write_text
 from robeval.errors import RobevalError
 from robeval.results.plots import _save
-from robeval.results.tables import accuracy_eps_table, format_eps, markdown_table
+from robeval.results.tables import (
+    accuracy_eps_table,
+    format_eps,
+    frame_markdown,
+    markdown_table,
+)
 
 FILES_DIR = "report_files"
 SUFFIXES = (".md", ".html")
@@ -269,23 +273,10 @@ def _render_md(blocks: list, out: Path) -> str:
         elif kind == "table":
             parts.append(markdown_table(payload))
         elif kind == "frame":
-            parts.append(_frame_md(payload))
+            parts.append(frame_markdown(payload))
         elif kind == "code":
             parts.append(f"```yaml\n{payload.rstrip()}\n```\n")
     return "\n".join(parts)
-
-
-def _frame_md(frame: pd.DataFrame) -> str:
-    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "|".join(["---"] * len(frame.columns)) + "|"]
-    for row in frame.itertuples(index=False):
-        lines.append("| " + " | ".join(_cell(v) for v in row) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def _cell(v: object) -> str:
-    if isinstance(v, float):
-        return "" if np.isnan(v) else (format_eps(v) if math.isinf(v) else f"{v:.4g}")
-    return str(v)
 
 
 def _render_html(blocks: list, out: Path) -> str:

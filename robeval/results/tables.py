@@ -208,3 +208,18 @@ def markdown_table(table: pd.DataFrame, *, percent: bool = True) -> str:
         cells = ["" if np.isnan(v) else (f"{100 * v:.1f}" if percent else f"{v:.4f}") for v in values]
         lines.append("| " + " | ".join([*map(str, keys), *cells]) + " |")
     return "\n".join(lines) + "\n"
+
+
+def frame_markdown(frame: pd.DataFrame) -> str:
+    """Any frame as a GitHub Markdown table: floats with 4 significant digits, blank for
+    NaN, ``unbounded`` for inf."""
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "|".join(["---"] * len(frame.columns)) + "|"]
+    for row in frame.itertuples(index=False):
+        lines.append("| " + " | ".join(_markdown_cell(v) for v in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _markdown_cell(value: object) -> str:
+    if isinstance(value, float):
+        return "" if np.isnan(value) else (format_eps(value) if math.isinf(value) else f"{value:.4g}")
+    return str(value).replace("|", "\\|")

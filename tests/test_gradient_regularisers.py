@@ -156,6 +156,27 @@ def test_sgr_ema_and_scaling_follow_algorithm_1(source) -> None:
         assert not torch.allclose(xi.abs(), torch.full_like(xi, 0.3)), "some entries clipped at 0 or 1"
 
 
+@pytest.mark.parametrize("source", ["pgd", "deepfool"])
+def test_sgr_attack_sources_are_robeval_attacks_on_the_predictions(source) -> None:
+    """PGD_SGR / DeepFool covariance: xi = x_adv - x of the battery's own attack against the
+    model's predictions (PGD: eps/5 steps, no random start; DeepFool: unbounded L2)."""
+    import robeval
+
+    model = _model()
+    reg = get_regulariser(f"sgr:source={source},lambda=0.5,c=0.2,eps=0.3,steps=5")
+    x, y = _batch(n=4, seed=3)
+    pred = model(x).argmax(1)
+    attack = (robeval.attacks.get("pgd", steps=5, rel_stepsize=0.2, random_start=False) if source == "pgd"
+              else robeval.attacks.get("deepfool", steps=5))
+    xi = (attack(model, x, pred, eps=0.3 if source == "pgd" else float("inf")) - x).flatten(1)
+    assert float(xi.abs().sum()) > 0
+    if source == "pgd":
+        assert float(xi.abs().max()) <= 0.3 + 1e-12
+    _value(reg, model, x, (pred + 1) % 3)
+    expected = 0.1 * sum(torch.outer(v, v) for v in xi) / len(xi)
+    assert torch.allclose(reg.covariance((1, 4, 4)), expected, rtol=1e-9, atol=1e-15)
+
+
 def test_sgr_c_defaults_to_first_batch_pixel_variance() -> None:
     model, (x, y) = _model(), _batch(n=6)
     reg = get_regulariser("sgr:source=identity")

@@ -4,6 +4,7 @@ Robust Training through Structured Gradient Regularization", 2018;
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
@@ -18,6 +19,8 @@ from robeval.train.regularisers import regularisers
 # The EMA sources keep Sigma as a full D x D matrix; above this many input entries
 # (64 x 64 grey, 36 x 36 RGB) that is refused.
 MAX_DENSE_DIM = 4096
+#: Sources whose covariance is the EMA of perturbation second moments (Eqs. 14-15).
+EMA_SOURCES: tuple[str, ...] = ("grad", "sign", "fgsm", "pgd", "deepfool")
 
 
 def _torus_distances(m: int, n: int, device: torch.device) -> Tensor:
@@ -71,6 +74,11 @@ class SGR:
     * ``fgsm`` (FGSM_SGR): ``clip(x + eps sign(grad), 0, 1) - x`` ("clipped to lie within
       the original rgb range", App. 7.2), ``eps = 8/255`` by default (CIFAR10 ``eps = 8``;
       the unclipped perturbation would give the same Sigma as ``sign``);
+    * ``pgd`` (PGD_SGR): robeval's L-inf PGD perturbation ``x_adv - x`` at ``eps`` with
+      ``steps`` steps of ``eps/5`` (the SGR paper's PGD: "step eps/5, 10 steps"), no random
+      start, so the estimate is a deterministic function of model and batch;
+    * ``deepfool`` (the DeepFool covariance of Fig. 1): robeval's L2 DeepFool perturbation
+      (overshoot 0.02, ``steps`` iterations at most; zero where the search fails);
     * ``lrc``: the fixed long-range-correlated covariance of Sec. 4.3 (``exp(-r/zeta)``
       within, ``0.5 exp(-r/zeta)`` across channels, exact ``r`` like robeval's LRC attack;
       the paper rounds ``r`` for its *estimated* covariance functions, Sec. 3.3),
@@ -79,24 +87,27 @@ class SGR:
       covariance", Sec. 4.1): ``Omega = c / (2m) sum_i ||g_i||^2``.
 
     The EMA sources keep Sigma as a dense ``D x D`` matrix (Eq. 15), so inputs with more
-    than 4096 entries are refused; PGD_SGR, DeepFool-SGR and the estimated covariance
-    *function* of Eq. 16 are not implemented. ``lam`` (also ``lambda``) default 1.0: the
+    than 4096 entries are refused; the estimated covariance *function* of Eq. 16 is not
+    implemented. ``lam`` (also ``lambda``) default 1.0: the
     paper's SGR_SIGN on MNIST (Table 3; CIFAR10 0.2-0.5; SGR_GRAD 0.1, LRC experiment 5.0).
     """
 
     name: ClassVar[str] = "sgr"
     aliases: ClassVar[dict[str, str]] = {"lambda": "lam", "lambda_": "lam"}
     lam: float = 1.0
-    source: Literal["grad", "sign", "fgsm", "lrc", "identity"] = "sign"
+    source: Literal["grad", "sign", "fgsm", "pgd", "deepfool", "lrc", "identity"] = "sign"
     beta: float = 0.1
     c: float | None = None
     eps: float = 8 / 255
     zeta: float = 8.0
+    steps: int = 10
     _state: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.source not in ("grad", "sign", "fgsm", "lrc", "identity"):
-            raise ValueError("source must be grad, sign, fgsm, lrc or identity")
+        if self.source not in EMA_SOURCES + ("lrc", "identity"):
+            raise ValueError(f"source must be one of {', '.join(EMA_SOURCES)}, lrc or identity")
+        if self.steps < 1:
+            raise ValueError("steps must be >= 1")
         if not 0 < self.beta <= 1:
             raise ValueError("beta must be in (0, 1]")
         if self.c is not None and self.c <= 0:
@@ -138,6 +149,8 @@ class SGR:
     def perturbations(self, model: nn.Module, x: Tensor, logits: Tensor) -> Tensor:
         """``xi_i`` of the EMA sources, labels = the model's predictions (``logits.argmax``)."""
         y_pred = logits.detach().argmax(1)
+        if self.source in ("pgd", "deepfool"):
+            return self._attack_perturbations(model, x.detach(), y_pred)
         with eval_mode(model):
             grad = ce_input_gradient(model, x, y_pred, create_graph=False).detach()
         if self.source == "grad":
@@ -145,6 +158,18 @@ class SGR:
         if self.source == "sign":
             return grad.sign()
         return (x.detach() + self.eps * grad.sign()).clamp(0, 1) - x.detach()
+
+    def _attack_perturbations(self, model: nn.Module, x: Tensor, y_pred: Tensor) -> Tensor:
+        """``x_adv - x`` of robeval's PGD or DeepFool against the predicted labels."""
+        from robeval.attacks import get as get_attack
+
+        if self.source == "pgd":
+            attack, eps = get_attack("pgd", steps=self.steps, rel_stepsize=0.2, random_start=False), self.eps
+        else:
+            attack, eps = get_attack("deepfool", steps=self.steps), math.inf
+        with eval_mode(model):
+            x_adv = attack(model, x, y_pred, eps=eps)
+        return (x_adv - x).detach()
 
     def update(self, xi: Tensor) -> Tensor:
         """One EMA step (Eqs. 14-15) with perturbations ``xi`` ``(m, ...)``; returns Sigma_t."""
@@ -184,7 +209,7 @@ class SGR:
 
     def penalty(self, model: nn.Module, x: Tensor, y: Tensor, logits: Tensor) -> Tensor:
         dim = x[0].numel()
-        if self.source in ("grad", "sign", "fgsm"):
+        if self.source in EMA_SOURCES:
             if dim > MAX_DENSE_DIM:
                 raise ValueError(f"sgr:source={self.source} keeps a dense {dim} x {dim} covariance; inputs over "
                                  f"{MAX_DENSE_DIM} entries are not supported: use sgr:source=lrc or "

@@ -264,6 +264,61 @@ def kernels(
                           highlight=False)
 
 
+@app.command()
+def classes(
+    models: Annotated[list[str], typer.Argument(help="Checkpoints (or other model sources) to compare.")],
+    dataset: Annotated[str | None, typer.Option(help="Data set (input shape, class names); default: recorded.")] = None,
+    steps: Annotated[int, typer.Option(help="Gradient-ascent steps (paper: 10000).")] = 10_000,
+    lr: Annotated[float, typer.Option(help="Step size per pixel, RMS (paper: 0.001).")] = 1e-3,
+    seed: Annotated[int, typer.Option(help="Seed of the Gaussian-noise input.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    data_root: Annotated[str | None, typer.Option(help="Folder holding local data sets.")] = None,
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("results/classes"),
+) -> None:
+    """What each model considers each class to be: activation maximisation from noise (smooth-kernels Figs. 3-6)."""
+    with user_errors():
+        import numpy as np
+        import pandas as pd
+        import torch
+
+        from robeval.analysis.classes import maximise_classes, plot_class_images
+        from robeval.atomic import atomic_write_text
+        from robeval.data import dataset_info
+        from robeval.device import resolve_device
+        from robeval.eval.setup import check_input_shape, display_names, resolve_dataset
+        from robeval.models import load_model
+
+        if steps < 0 or lr <= 0:
+            raise RobevalError("--steps must be >= 0 and --lr > 0")
+        resolved = resolve_device(device)
+        loaded = [load_model(m, device=resolved) for m in models]
+        names = display_names(loaded)
+        info = dataset_info(resolve_dataset(dataset, loaded), root=data_root)
+        rows, records, arrays = [], [], {}
+        for item, name in zip(loaded, names, strict=True):
+            check_input_shape(item, name, info.input_shape)
+            start, images = maximise_classes(item.model, info.input_shape, range(len(info.classes)), steps=steps,
+                                             lr=lr, seed=seed, device=resolved)
+            with torch.no_grad():
+                probs = torch.softmax(item.model(images.to(resolved)), dim=1).cpu()
+            for k, label in enumerate(info.classes):
+                records.append({"model": name, "class": str(label), "prob": float(probs[k, k]),
+                                "predicted": str(info.classes[int(probs[k].argmax())])})
+            rows.append((name, start, images))
+            arrays[_slug(name)] = images.numpy()
+        out.mkdir(parents=True, exist_ok=True)
+        png = plot_class_images(rows, [str(c) for c in info.classes], out / "classes.png",
+                                title=f"activation maximisation, {steps} steps of {lr:g}")
+        with open(out / "classes.npz", "wb") as handle:
+            np.savez_compressed(handle, **arrays)
+        table = pd.DataFrame(records)
+        atomic_write_text(out / "classes.csv", table.to_csv(index=False))
+        hits = table.assign(hit=table["class"] == table["predicted"]).groupby("model", sort=False)["hit"].mean()
+        for name, share in hits.items():
+            out_console.print(f"{name}: the model predicts the intended class on {100 * share:.0f}% of its images",
+                              highlight=False)
+        out_console.print(f"wrote {png}, {out / 'classes.csv'}, {out / 'classes.npz'}", highlight=False)
+
 def _slug(text: str) -> str:
     import re
 

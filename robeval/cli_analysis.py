@@ -170,9 +170,12 @@ def responses(
     with user_errors():
         import pandas as pd
 
-        from robeval.analysis.inputs import models_and_subset, single_eps
-        from robeval.analysis.responses import (
+        from robeval.analysis.inputs import (
             make_adversarials,
+            models_and_subset,
+            single_eps,
+        )
+        from robeval.analysis.responses import (
             resolve_layers,
             response_samples,
             write_response_outputs,
@@ -323,3 +326,63 @@ def _slug(text: str) -> str:
     import re
 
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "model"
+
+
+@app.command()
+def deceptive(
+    models: Annotated[list[str], typer.Argument(help="Checkpoints (or other model sources) to compare.")],
+    eps: Annotated[str, typer.Option(help="One budget, e.g. 0.3 (FGSM, as in Fig. 2).")],
+    attack: Annotated[str, typer.Option(help="Attack NAME or NAME:key=value (paper: fgsm; adef in appendix D).")] = "fgsm",
+    dataset: Annotated[str | None, typer.Option(help="Data set; default: the one recorded in the checkpoints.")] = None,
+    n: Annotated[int, typer.Option(help="Seeded test subset size to search.")] = 500,
+    seed: Annotated[int, typer.Option()] = 0,
+    batch_size: Annotated[int, typer.Option()] = 256,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    data_root: Annotated[str | None, typer.Option(help="Folder holding local data sets.")] = None,
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("results/deceptive"),
+) -> None:
+    """The on-average most deceptive adversarial example of each class (smooth-kernels Fig. 2)."""
+    with user_errors():
+        import pandas as pd
+
+        from robeval.analysis.deceptive import deception, most_deceptive, plot_deceptive
+        from robeval.analysis.inputs import (
+            make_adversarials,
+            models_and_subset,
+            single_eps,
+        )
+        from robeval.atomic import atomic_write_text
+        from robeval.attacks import canonical_name
+        from robeval.attacks import get as get_attack
+        from robeval.data import dataset_info
+        from robeval.device import resolve_device
+        from robeval.eval.runner import eval_mode, predict
+        from robeval.eval.setup import resolve_dataset
+        from robeval.results.tables import format_eps
+
+        budget = single_eps(eps)
+        attack_obj = get_attack(attack)
+        resolved = resolve_device(device)
+        loaded, names, x, y = models_and_subset(models, dataset=dataset, n=n, seed=seed, data_root=data_root,
+                                                device=resolved)
+        classes = [str(c) for c in dataset_info(resolve_dataset(dataset, loaded), root=data_root).classes]
+        rows = []
+        for item, name in zip(loaded, names, strict=True):
+            x_adv = make_adversarials(item.model, attack_obj, x, y, eps=budget, batch_size=batch_size,
+                                      device=resolved, seed=seed, key=f"deceptive:{item.identity}")
+            with eval_mode(item.model) as model:
+                clean = predict(model, x, batch_size, resolved)
+                rows.append((name, deception(model, x_adv.to(resolved), y, batch_size, clean_pred=clean)))
+        chosen = most_deceptive(y, [d for _, d in rows], len(classes))
+        out.mkdir(parents=True, exist_ok=True)
+        label = f"{canonical_name(attack_obj)} at eps {format_eps(budget)}"
+        try:
+            png = plot_deceptive(x, chosen, rows, classes, out / "deceptive.png",
+                                 title=f"on-average most deceptive adversarials, {label}")
+        except ValueError as exc:
+            raise RobevalError(f"{exc} ({label}); try a larger --eps or another attack") from None
+        records = [{"class": classes[k], "index": i, "model": name, "predicted": classes[int(d.predicted[i])],
+                    "confidence": float(d.confidence[i])}
+                   for k, i in enumerate(chosen) if i is not None for name, d in rows]
+        atomic_write_text(out / "deceptive.csv", pd.DataFrame(records).to_csv(index=False))
+        out_console.print(f"wrote {png} and {out / 'deceptive.csv'}", highlight=False)

@@ -12,8 +12,8 @@ from torch import nn
 from typer.testing import CliRunner
 
 import robeval
+from robeval.analysis.inputs import make_adversarials
 from robeval.analysis.responses import (
-    make_adversarials,
     resolve_layers,
     response_differences,
     response_samples,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from robeval.data import dataset_info, load_dataset
 from robeval.errors import RobevalError
@@ -82,3 +82,22 @@ def write_analysis_files(
     atomic_write_text(files["markdown"], markdown)
     files["plot"] = plot(out / f"{stem}.png")
     return files
+
+
+def make_adversarials(
+    model: nn.Module, attack: object, x: Tensor, y: Tensor, *, eps: float, batch_size: int,
+    device: torch.device, seed: int, key: str,
+) -> Tensor:
+    """The attack's answers for every point (clean-misclassified ones too), batch by batch
+    with per-batch seeds from ``seed`` and ``key``; a deformation's images for ADef."""
+    from robeval.eval.cells import batch_seed
+    from robeval.eval.runner import eval_mode
+
+    parts = []
+    with eval_mode(model) as frozen:
+        for batch, start in enumerate(range(0, len(x), batch_size)):
+            xb, yb = x[start:start + batch_size].to(device), y[start:start + batch_size].to(device)
+            generator = torch.Generator().manual_seed(batch_seed(seed, key, batch))
+            result = attack(frozen, xb, yb, eps=eps, generator=generator)  # type: ignore[operator]
+            parts.append(getattr(result, "x_adv", result).detach().cpu())
+    return torch.cat(parts)

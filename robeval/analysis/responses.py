@@ -31,8 +31,6 @@ from torch import Tensor, nn
 
 from robeval.atomic import atomic_open
 from robeval.errors import RobevalError
-from robeval.eval.cells import batch_seed
-from robeval.eval.runner import eval_mode
 from robeval.results.tables import format_eps
 
 RESNET_LAYERS = {"conv1": "conv1", "layer0": "maxpool", "layer1": "layer1", "layer2": "layer2",
@@ -106,22 +104,6 @@ def response_samples(
         "adv_pred": adv.numpy(), "max_abs": mx.numpy(), "total_abs": tot.numpy(),
     }) for name, (mx, tot) in diffs.items()]
     return pd.concat(frames, ignore_index=True)
-
-
-def make_adversarials(
-    model: nn.Module, attack: object, x: Tensor, y: Tensor, *, eps: float, batch_size: int,
-    device: torch.device, seed: int, key: str,
-) -> Tensor:
-    """The attack's answers for every point (all of them, as in the paper's Table 1),
-    batch by batch with per-batch seeds."""
-    parts = []
-    with eval_mode(model) as frozen:
-        for batch, start in enumerate(range(0, len(x), batch_size)):
-            xb, yb = x[start:start + batch_size].to(device), y[start:start + batch_size].to(device)
-            generator = torch.Generator().manual_seed(batch_seed(seed, key, batch))
-            result = attack(frozen, xb, yb, eps=eps, generator=generator)  # type: ignore[operator]
-            parts.append(getattr(result, "x_adv", result).detach().cpu())
-    return torch.cat(parts)
 
 
 def response_summary(samples: pd.DataFrame) -> pd.DataFrame:

@@ -230,14 +230,74 @@ def test_sgr_lrc_penalty_uses_the_lrc_quadratic_form() -> None:
     assert _value(reg, model, x, y) == pytest.approx(expected, rel=1e-10)
 
 
-def test_sgr_refuses_dense_covariance_of_large_inputs_but_lrc_scales() -> None:
+def test_sgr_large_inputs_use_the_covariance_function_and_a_forced_matrix_is_refused() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 2, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 3))
     x, y = torch.rand(2, 3, 40, 40), torch.tensor([0, 1])
-    with pytest.raises(ValueError, match="source=lrc"):
-        get_regulariser("sgr:source=sign").penalty(model, x, y, model(x))
-    value = get_regulariser("sgr:source=lrc").penalty(model, x, y, model(x)).detach()
-    assert math.isfinite(float(value)) and float(value) > 0
+    with pytest.raises(ValueError, match="representation=function"):
+        get_regulariser("sgr:source=sign,representation=matrix").penalty(model, x, y, model(x))
+    for spec in ("sgr:source=lrc", "sgr:source=sign"):  # sign: auto switches to the function above 4096
+        reg = get_regulariser(spec)
+        value = reg.penalty(model, x, y, model(x)).detach()
+        assert math.isfinite(float(value)) and float(value) > 0, spec
+    assert reg.state_dict()["covfun"].shape == (2, round(math.hypot(39, 39)) + 1)
+
+
+def _brute_covfun(xi: torch.Tensor) -> torch.Tensor:
+    """Eq. 16 by brute force: average the dense second-moment matrix over the pixel pairs
+    of each rounded distance, within and across channels."""
+    from robeval.train.sgr_covfun import max_distance
+
+    m, c, h, w = xi.shape
+    moments = xi.flatten(1).T.double() @ xi.flatten(1).double() / m
+    ch, row, col = torch.meshgrid(torch.arange(c), torch.arange(h), torch.arange(w), indexing="ij")
+    ch, row, col = ch.flatten(), row.flatten(), col.flatten()
+    dist = torch.round(torch.sqrt((row[:, None] - row[None, :]).double() ** 2
+                                  + (col[:, None] - col[None, :]).double() ** 2)).long()
+    cross = ch[:, None] != ch[None, :]
+    out = torch.zeros(2, max_distance(h, w) + 1, dtype=torch.float64)
+    for d in range(out.shape[1]):
+        for kind, mask in ((0, ~cross), (1, cross)):
+            chosen = moments[(dist == d) & mask]
+            out[kind, d] = chosen.mean() if len(chosen) else 0.0
+    return out
+
+
+def test_sgr_covariance_function_estimate_and_product_match_brute_force() -> None:
+    from robeval.train.sgr_covfun import covfun_matvec, dense_covfun_matrix, estimate_covfun
+
+    g = torch.Generator().manual_seed(0)
+    xi = torch.randn(5, 3, 4, 6, generator=g, dtype=torch.float64)
+    f = estimate_covfun(xi)
+    assert torch.allclose(f, _brute_covfun(xi), atol=1e-12)
+    v = torch.randn(2, 3, 4, 6, generator=g, dtype=torch.float64)
+    dense = dense_covfun_matrix((3, 4, 6), f)
+    assert torch.allclose(covfun_matvec(v, f).flatten(1), v.flatten(1) @ dense.T, atol=1e-10)
+    one = estimate_covfun(xi[:, :1])
+    assert torch.allclose(one, _brute_covfun(xi[:, :1]), atol=1e-12) and float(one[1].abs().max()) == 0.0
+
+
+def test_sgr_function_representation_follows_algorithm_1() -> None:
+    model = _model(c=2, side=4)
+    reg = get_regulariser("sgr:source=sign,representation=function,lambda=0.5,c=0.2")
+    from robeval.train.sgr_covfun import dense_covfun_matrix, estimate_covfun
+
+    covfun = None
+    for step in range(2):
+        x, y = _batch(n=4, c=2, side=4, seed=20 + step)
+        pred = model(x).argmax(1)
+        xi = _ce_grads(model, x, pred).sign()
+        batch = estimate_covfun(xi)
+        covfun = 0.1 * batch if covfun is None else 0.9 * covfun + 0.1 * batch
+        value = _value(reg, model, x, y)
+        sigma = dense_covfun_matrix((2, 4, 4), covfun)
+        gy = _ce_grads(model, x, y).flatten(1)
+        expected = 0.5 * (0.2 / float(covfun[0, 0])) / (2 * len(x)) * float(sum(v @ sigma @ v for v in gy))
+        assert value == pytest.approx(expected, rel=1e-9)
+    again = get_regulariser("sgr:source=sign,representation=function,lambda=0.5,c=0.2")
+    again.load_state_dict(reg.state_dict())
+    x, y = _batch(n=4, c=2, side=4, seed=30)
+    assert _value(again, model, x, y) == _value(reg, model, x, y)
 
 
 def test_sgr_training_lowers_the_penalty() -> None:

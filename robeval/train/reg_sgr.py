@@ -15,12 +15,19 @@ from robeval.attacks.lrc_sampling import dense_covariance
 from robeval.train.objectives import eval_mode
 from robeval.train.reg_gradient import ce_input_gradient
 from robeval.train.regularisers import regularisers
+from robeval.train.sgr_covfun import covfun_matvec, dense_covfun_matrix, estimate_covfun
 
 # The EMA sources keep Sigma as a full D x D matrix; above this many input entries
 # (64 x 64 grey, 36 x 36 RGB) that is refused.
 MAX_DENSE_DIM = 4096
 #: Sources whose covariance is the EMA of perturbation second moments (Eqs. 14-15).
 EMA_SOURCES: tuple[str, ...] = ("grad", "sign", "fgsm", "pgd", "deepfool")
+
+
+def _second_moments(xi: Tensor) -> Tensor:
+    """``(1/m) sum_i xi_i xi_i^T`` of flattened perturbations (Eq. 15)."""
+    flat = xi.detach().flatten(1)
+    return flat.T @ flat / flat.shape[0]
 
 
 def _torus_distances(m: int, n: int, device: torch.device) -> Tensor:
@@ -86,9 +93,11 @@ class SGR:
     * ``identity``: ``Sigma = I``, the paper's GN baseline ("SGR with identity
       covariance", Sec. 4.1): ``Omega = c / (2m) sum_i ||g_i||^2``.
 
-    The EMA sources keep Sigma as a dense ``D x D`` matrix (Eq. 15), so inputs with more
-    than 4096 entries are refused; the estimated covariance *function* of Eq. 16 is not
-    implemented. ``lam`` (also ``lambda``) default 1.0: the
+    The EMA sources keep Sigma as a dense ``D x D`` matrix (Eq. 15) for inputs of up to 4096
+    entries and, above that (``representation=auto``; always with ``representation=function``),
+    as the covariance *function* of Sec. 3.3 / Eq. 16: one number per rounded pixel
+    distance within and across channels, estimated by FFT autocorrelation and applied by
+    FFT convolution (:mod:`robeval.train.sgr_covfun`), ``O(C H W)`` memory. ``lam`` (also ``lambda``) default 1.0: the
     paper's SGR_SIGN on MNIST (Table 3; CIFAR10 0.2-0.5; SGR_GRAD 0.1, LRC experiment 5.0).
     """
 
@@ -101,6 +110,7 @@ class SGR:
     eps: float = 8 / 255
     zeta: float = 8.0
     steps: int = 10
+    representation: Literal["auto", "matrix", "function"] = "auto"
     _state: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -108,6 +118,8 @@ class SGR:
             raise ValueError(f"source must be one of {', '.join(EMA_SOURCES)}, lrc or identity")
         if self.steps < 1:
             raise ValueError("steps must be >= 1")
+        if self.representation not in ("auto", "matrix", "function"):
+            raise ValueError("representation must be auto, matrix or function")
         if not 0 < self.beta <= 1:
             raise ValueError("beta must be in (0, 1]")
         if self.c is not None and self.c <= 0:
@@ -118,16 +130,18 @@ class SGR:
     # -- state -------------------------------------------------------------------------
     def state_dict(self) -> dict:
         state: dict = {"c": self._state.get("c")}
-        if "sigma" in self._state:
-            state["sigma"] = self._state["sigma"].detach().cpu().clone()
+        for key in ("sigma", "covfun"):
+            if key in self._state:
+                state[key] = self._state[key].detach().cpu().clone()
         return state
 
     def load_state_dict(self, state: dict) -> None:
         self._state.clear()
         if state.get("c") is not None:
             self._state["c"] = float(state["c"])
-        if state.get("sigma") is not None:
-            self._state["sigma"] = state["sigma"].clone()
+        for key in ("sigma", "covfun"):
+            if state.get(key) is not None:
+                self._state[key] = state[key].clone()
 
     def after_step(self, model: nn.Module, lr: float) -> None:
         return None
@@ -171,31 +185,44 @@ class SGR:
             x_adv = attack(model, x, y_pred, eps=eps)
         return (x_adv - x).detach()
 
+    def uses_function(self, x: Tensor) -> bool:
+        """Whether the EMA keeps the covariance *function* (Eq. 16) rather than the matrix."""
+        if self.representation == "auto":
+            return x[0].numel() > MAX_DENSE_DIM
+        return self.representation == "function"
+
     def update(self, xi: Tensor) -> Tensor:
-        """One EMA step (Eqs. 14-15) with perturbations ``xi`` ``(m, ...)``; returns Sigma_t."""
-        flat = xi.detach().flatten(1)
-        batch = flat.T @ flat / flat.shape[0]
-        previous = self._state.get("sigma")
+        """One EMA step (Eqs. 14-15) with perturbations ``xi`` ``(m, ...)``; returns Sigma_t
+        (the matrix, or the ``(2, d_max + 1)`` covariance function)."""
+        key, batch = ("covfun", estimate_covfun(xi.detach())) if self.uses_function(xi) else \
+            ("sigma", _second_moments(xi))
+        previous = self._state.get(key)
         previous = torch.zeros_like(batch) if previous is None else previous.to(batch)
-        self._state["sigma"] = (1 - self.beta) * previous + self.beta * batch
-        return self._state["sigma"]
+        self._state[key] = (1 - self.beta) * previous + self.beta * batch
+        return self._state[key]
 
     def covariance(self, shape: tuple[int, ...]) -> Tensor:
-        """The current ``D x D`` Sigma for inputs of ``shape`` ``(C, H, W)`` (``lrc``: the
-        dense matrix, for tests and small images)."""
+        """The current ``D x D`` Sigma for inputs of ``shape`` ``(C, H, W)`` (``lrc`` and the
+        covariance function: the dense matrix they stand for, for tests and small images)."""
         if self.source == "identity":
             return torch.eye(int(torch.tensor(shape).prod()), dtype=torch.float64)
         if self.source == "lrc":
             return dense_covariance(tuple(shape), self.zeta)
+        if "covfun" in self._state:
+            return dense_covfun_matrix(tuple(shape), self._state["covfun"])  # type: ignore[arg-type]
         if "sigma" not in self._state:
             raise ValueError("no covariance estimate yet: call penalty() on a batch first")
         return self._state["sigma"]
 
     def scaling(self, x: Tensor) -> float:
-        """``sigma_t = c / mean(diag Sigma_t)`` (1 for the unit-diagonal lrc and identity)."""
+        """``sigma_t = c / mean(diag Sigma_t)`` (1 for the unit-diagonal lrc and identity;
+        the function's value at distance 0 within a channel is its diagonal)."""
         if self.source in ("lrc", "identity"):
             return self.data_scale(x)
-        mean_diag = float(self._state["sigma"].diagonal().mean())
+        if "covfun" in self._state:
+            mean_diag = float(self._state["covfun"][0, 0])
+        else:
+            mean_diag = float(self._state["sigma"].diagonal().mean())
         return self.data_scale(x) / mean_diag if mean_diag > 0 else 0.0
 
     def quadratic_forms(self, g: Tensor) -> Tensor:
@@ -204,16 +231,20 @@ class SGR:
             return g.flatten(1).pow(2).sum(1)
         if self.source == "lrc":
             return (g * lrc_matvec(g, self.zeta)).flatten(1).sum(1)
+        if "covfun" in self._state:
+            return (g * covfun_matvec(g, self._state["covfun"])).flatten(1).sum(1)
         flat = g.flatten(1)
         return ((flat @ self._state["sigma"].to(flat)) * flat).sum(1)
 
     def penalty(self, model: nn.Module, x: Tensor, y: Tensor, logits: Tensor) -> Tensor:
         dim = x[0].numel()
         if self.source in EMA_SOURCES:
-            if dim > MAX_DENSE_DIM:
-                raise ValueError(f"sgr:source={self.source} keeps a dense {dim} x {dim} covariance; inputs over "
-                                 f"{MAX_DENSE_DIM} entries are not supported: use sgr:source=lrc or "
-                                 "sgr:source=identity, or smaller inputs")
+            if self.representation == "matrix" and dim > MAX_DENSE_DIM:
+                raise ValueError(f"sgr:representation=matrix keeps a dense {dim} x {dim} covariance; inputs "
+                                 f"over {MAX_DENSE_DIM} entries need sgr:representation=function (the default, "
+                                 "auto, switches by itself)")
+            if self.uses_function(x) and x.dim() != 4:
+                raise ValueError("sgr:representation=function needs image batches (N, C, H, W)")
             self.update(self.perturbations(model, x, logits))
         g = -ce_input_gradient(model, x, y)  # grad_x log softmax_y = -grad_x CE
         omega = self.scaling(x) / (2 * x.shape[0]) * self.quadratic_forms(g).sum()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import math
 import sys
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,6 +44,15 @@ def user_errors() -> Iterator[None]:
 @app.callback()
 def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    warnings.showwarning = _show_warning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one line for the user (``warning: ...``), not a source excerpt;
+    library deprecation notices only with ``--verbose``."""
+    if issubclass(category, DeprecationWarning | FutureWarning) and not logging.getLogger().isEnabledFor(logging.INFO):
+        return
+    err_console.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False)
 
 
 @app.command()

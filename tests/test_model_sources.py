@@ -163,3 +163,13 @@ def test_run_warns_when_clean_accuracy_is_near_chance(tmp_path, caplog) -> None:
         robeval.evaluate(models=[f"{factory}:make"], attacks=["fgsm"], eps="0.1", n=40, out=str(tmp_path / "o"),
                          device="cpu")
     assert "near chance" in caplog.text
+
+
+def test_normalize_refuses_images_with_other_channels() -> None:
+    """A 3-channel mean must not broadcast a grey image into three channels silently."""
+    net = Normalize(nn.Conv2d(3, 2, 3), [0.5, 0.4, 0.3], [0.2, 0.2, 0.2])
+    net(torch.rand(1, 3, 8, 8))
+    with pytest.raises(RobevalError, match="normalises 3 channels but got images with 1"):
+        net(torch.rand(1, 1, 8, 8))
+    grey = Normalize(nn.Conv2d(3, 2, 3), 0.5, 0.25)  # one value for all channels: no check
+    assert grey(torch.rand(1, 3, 8, 8)).shape == (1, 2, 6, 6)

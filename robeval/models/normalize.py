@@ -41,6 +41,12 @@ class Normalize(nn.Module):
         self.register_buffer("std", std_t.view(1, -1, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        channels = max(self.mean.shape[1], self.std.shape[1])
+        if channels > 1 and x.dim() >= 2 and x.shape[1] != channels:
+            raise RobevalError(
+                f"the model normalises {channels} channels but got images with {x.shape[1]}; pass a data set "
+                "with matching channels"
+            )
         return self.model((x - self.mean) / self.std)
 
     def extra_repr(self) -> str:

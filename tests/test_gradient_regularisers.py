@@ -1,5 +1,5 @@
 """Input-gradient regularisers: gradient-norm and edge-alignment (gradient norm without
-perturbations), SGR (structured gradient regularisation)."""
+perturbations), and all three in the training loop; SGR's own tests are in test_sgr.py."""
 
 from __future__ import annotations
 

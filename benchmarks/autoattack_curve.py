@@ -105,8 +105,8 @@ def main() -> None:
     frame = pd.DataFrame(rows)
     base = float(frame.loc[frame.library == "robeval run", "seconds"].iloc[0])
     frame["ratio_to_robeval"] = frame["seconds"] / base
-    md = [f"AutoAttack (`autoattack:{args.aa}`, L-inf) curve on {args.n} mnist-mini test images, "
-          f"PGD-AT mnist-cnn, {device}, torch {torch.__version__}, {torch.get_num_threads()} threads\n",
+    md = [(f"AutoAttack (`autoattack:{args.aa}`, L-inf) curve on {args.n} mnist-mini test images, "
+           f"PGD-AT mnist-cnn, {device}, torch {torch.__version__}, {torch.get_num_threads()} threads\n"),
           "| side | seconds | time / robeval | " + " | ".join(map(format_eps, GRID)) + " |",
           "|---|---|---|" + "---|" * len(GRID)]
     for _, r in frame.iterrows():

@@ -62,7 +62,7 @@ def test_timm_fixed_input_size_is_resized_inside_the_model(tmp_path: Path) -> No
     (g,) = torch.autograd.grad(got.sum(), x)
     assert g.shape == x.shape and g.abs().sum() > 0
     plain = load_model(f"timm:vit_tiny_patch16_224:checkpoint={path},num_classes=10,input_size=none")
-    with torch.no_grad(), pytest.raises(Exception):
+    with torch.no_grad(), pytest.raises((AssertionError, RuntimeError)):
         plain.model(x)  # without the resize the ViT refuses 32 x 32 inputs
 
 
@@ -165,7 +165,7 @@ def test_robustbench_imports_without_pkg_resources_and_autoattack() -> None:
         "assert sys.modules['autoattack'].__name__ == 'pyautoattack'\n"
         "print('ok')\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
 
 

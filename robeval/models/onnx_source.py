@@ -101,13 +101,13 @@ def _convert(path: Path, runtime: OnnxRuntimeModel) -> tuple[nn.Module | None, s
         net = onnx2torch.convert(str(path)).eval()
     except RobevalError as exc:
         return None, str(exc)
-    except Exception as exc:  # unsupported operators and the like
+    except Exception as exc:  # noqa: BLE001  (onnx2torch raises many types for unsupported graphs)
         return None, f"onnx2torch cannot convert it ({type(exc).__name__}: {exc})"
     probe = _probe_batch(runtime)
     try:
         with torch.no_grad():
             got, expected = net(probe), runtime(probe)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001  (any failure means: fall back to onnxruntime)
         return None, f"the converted model fails on a probe batch ({type(exc).__name__}: {exc})"
     scale = float(expected.abs().max().clamp_min(1.0))
     diff = float((got - expected).abs().max()) if got.shape == expected.shape else float("inf")

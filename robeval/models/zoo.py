@@ -23,7 +23,6 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from robeval.errors import RobevalError

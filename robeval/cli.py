@@ -153,7 +153,7 @@ def run(
 
 @app.command()
 def transfer(
-    sources: Annotated[list[str], typer.Argument(help="Source models: adversarials are made on each (also targets).")],
+    sources: Annotated[Optional[list[str]], typer.Argument(help="Source models: adversarials are made on each (also targets).")] = None,
     target: Annotated[Optional[list[str]], typer.Option(help="Extra target model; repeatable.")] = None,
     attack: Annotated[Optional[list[str]], typer.Option(help="Source attack NAME[:k=v]; repeatable (default pgd).")] = None,
     eps: Annotated[Optional[str], typer.Option(help="Budgets, e.g. 0,0.1,0.3 (default: the data set's grid).")] = None,
@@ -164,6 +164,7 @@ def transfer(
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
     out: Annotated[Optional[str], typer.Option(help="Output folder (default results/transfer).")] = None,
     data_root: Annotated[Optional[str], typer.Option(help="Folder holding local data sets.")] = None,
+    spec: Annotated[Optional[Path], typer.Option(help="YAML transfer spec (e.g. a spec.yaml it wrote); flags override it.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Transfer grid: each source's adversarials evaluated on every target (SGR Tables 1, 4)."""
@@ -176,13 +177,16 @@ def transfer(
         from robeval.results.transfer_tables import transfer_grids
 
         flags = {
-            "sources": tuple(sources), "targets": tuple(target) if target else None,
+            "sources": tuple(sources) if sources else None, "targets": tuple(target) if target else None,
             "attacks": tuple(attack) if attack else None,
             "eps": parse_eps_list(eps) if eps is not None else None, "dataset": dataset, "n": n, "seed": seed,
             "batch_size": batch_size, "device": device, "out": out, "data_root": data_root,
         }
-        spec = TransferSpec.from_dict({k: v for k, v in flags.items() if v is not None})
-        frame = run_transfer(dataclasses.replace(spec, progress=not quiet))
+        if spec is not None:
+            transfer_spec = TransferSpec.from_yaml(spec, **flags)
+        else:
+            transfer_spec = TransferSpec.from_dict({k: v for k, v in flags.items() if v is not None})
+        frame = run_transfer(dataclasses.replace(transfer_spec, progress=not quiet))
         for (name, value), grid in transfer_grids(frame).items():
             if value > 0:
                 grid.index.name, grid.columns.name = "target \\ source", None

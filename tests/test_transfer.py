@@ -138,3 +138,15 @@ def test_cli_prints_the_grid_and_bad_input_is_one_line(digits_checkpoint, second
     text = (tmp_path / "rep" / "report.md").read_text()
     assert "transfer report" in text and "## fgsm, eps 0.2" in text and "report_files/transfer_fgsm.png" in text
     assert (tmp_path / "rep" / "report_files" / "transfer_fgsm.png").is_file()
+
+
+def test_spec_yaml_reproduces_the_grid(digits_checkpoint, second_checkpoint, tmp_path) -> None:
+    first = transfer(sources=[str(digits_checkpoint), str(second_checkpoint)], attacks=["fgsm"], eps="0.2", n=20,
+                     device="cpu", out=str(tmp_path / "a"))
+    again = CliRunner().invoke(app, ["transfer", "--spec", str(tmp_path / "a" / "spec.yaml"), "--out",
+                                     str(tmp_path / "b"), "-q"])
+    assert again.exit_code == 0, again.output
+    second = pd.read_csv(tmp_path / "b" / "transfer.csv")
+    assert second["robust_acc"].tolist() == first["robust_acc"].tolist()
+    empty = CliRunner().invoke(app, ["transfer", "--out", str(tmp_path / "c")])
+    assert empty.exit_code != 0 and "no source model" in empty.output

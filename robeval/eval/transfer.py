@@ -85,7 +85,8 @@ class TransferSpec:
 
     def __post_init__(self) -> None:
         if not self.sources:
-            raise RobevalError("no source model given; pass checkpoints: robeval transfer a.pt b.pt")
+            raise RobevalError("no source model given; pass checkpoints (robeval transfer a.pt b.pt) or list them "
+                               "under `sources:` in the --spec file")
         if not self.attacks:
             raise RobevalError("no attack given; pass e.g. --attack pgd:steps=40")
         if self.n < 1 or self.batch_size < 1:
@@ -99,6 +100,7 @@ class TransferSpec:
         if unknown:
             raise RobevalError(f"unknown transfer setting(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
         values = dict(data)
+        values.setdefault("sources", ())
         for key in ("sources", "targets"):
             if key in values:
                 values[key] = tuple(str(m) for m in _as_list(values[key]))
@@ -107,6 +109,16 @@ class TransferSpec:
         if values.get("eps") is not None:
             values["eps"] = parse_eps_list(values["eps"])
         return cls(**values)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides: Any) -> TransferSpec:
+        """A YAML spec (``sources: [...]``, ``targets``, ``attacks``, ``eps``, ...); non-None
+        ``overrides`` (CLI flags) win over the file. A written ``spec.yaml`` reads back."""
+        from robeval.yamlfile import read_mapping
+
+        data = read_mapping(path, what="spec file", flag="--spec", example="sources: [a.pt, b.pt]")
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.from_dict(data)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values for ``spec.yaml`` (without the display flag)."""

@@ -34,12 +34,14 @@ def spectrum(
         from robeval.analysis.inputs import model_and_subset, single_eps
         from robeval.analysis.spectrum import spectrum_analysis, write_spectrum
         from robeval.attacks import get as get_attack
+        from robeval.attacks.base import is_gradient_free
         from robeval.device import resolve_device
 
         budget = single_eps(eps)
         attack_obj = get_attack(attack)
         resolved = resolve_device(device)
-        loaded, x, y = model_and_subset(model, dataset=dataset, n=n, seed=seed, data_root=data_root, device=resolved)
+        loaded, x, y = model_and_subset(model, dataset=dataset, n=n, seed=seed, data_root=data_root, device=resolved,
+                                        needs_gradients=not is_gradient_free(attack_obj))
         result = spectrum_analysis(loaded.model, x, y, attack_obj, budget, batch_size=batch_size,
                                    device=resolved, seed=seed)
         png, npz = write_spectrum(result, out)
@@ -79,6 +81,7 @@ def frequency(
         )
         from robeval.analysis.inputs import model_and_subset, single_eps
         from robeval.attacks import get as get_attack
+        from robeval.attacks.base import is_gradient_free
         from robeval.device import resolve_device
 
         budget = single_eps(eps)
@@ -92,7 +95,8 @@ def frequency(
                 raise RobevalError(f"--radii takes comma-separated finite numbers >= 0, not {radii!r}")
         attack_obj = get_attack(attack)
         resolved = resolve_device(device)
-        loaded, x, y = model_and_subset(model, dataset=dataset, n=n, seed=seed, data_root=data_root, device=resolved)
+        loaded, x, y = model_and_subset(model, dataset=dataset, n=n, seed=seed, data_root=data_root, device=resolved,
+                                        needs_gradients=not is_gradient_free(attack_obj))
         if radius_list is None:
             radius_list = default_radii(*x.shape[-2:])
         x_adv = make_adversarials(loaded.model, x, y, attack_obj, budget, batch_size=batch_size,
@@ -300,6 +304,8 @@ def classes(
         rows, records, arrays = [], [], {}
         for item, name in zip(loaded, names, strict=True):
             check_input_shape(item, name, info.input_shape)
+            if item.black_box:
+                raise RobevalError(f"model {name!r} is a black box (no gradients); activation maximisation needs them")
             start, images = maximise_classes(item.model, info.input_shape, range(len(info.classes)), steps=steps,
                                              lr=lr, seed=seed, device=resolved)
             with torch.no_grad():
@@ -354,6 +360,7 @@ def deceptive(
         from robeval.atomic import atomic_write_text
         from robeval.attacks import canonical_name
         from robeval.attacks import get as get_attack
+        from robeval.attacks.base import is_gradient_free
         from robeval.data import dataset_info
         from robeval.device import resolve_device
         from robeval.eval.runner import eval_mode, predict
@@ -364,7 +371,7 @@ def deceptive(
         attack_obj = get_attack(attack)
         resolved = resolve_device(device)
         loaded, names, x, y = models_and_subset(models, dataset=dataset, n=n, seed=seed, data_root=data_root,
-                                                device=resolved)
+                                                device=resolved, needs_gradients=not is_gradient_free(attack_obj))
         classes = [str(c) for c in dataset_info(resolve_dataset(dataset, loaded), root=data_root).classes]
         rows = []
         for item, name in zip(loaded, names, strict=True):

@@ -215,3 +215,18 @@ def test_onnx_black_box_takes_only_gradient_free_attacks(tmp_path: Path) -> None
     tags = dict(listing("attacks"))
     assert "gradient-free" in tags["gaussian"] and "gradient-free" in tags["sfa"]
     assert not any("gradient-free" in tags[name] for name in ("pgd", "deepfool", "cw", "adef", "autoattack"))
+
+
+def test_analyses_refuse_a_black_box_with_one_line(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    from typer.testing import CliRunner
+
+    from robeval.cli import app
+
+    _, path = _onnx_file(tmp_path)
+    box = f"onnx:{path}:backend=runtime"
+    for args in (["gradients", box, "--dataset", "digits", "--n", "5"],
+                 ["spectrum", box, "--dataset", "digits", "--eps", "0.1", "--n", "5"],
+                 ["classes", box, "--dataset", "digits", "--steps", "2"]):
+        result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / args[0])])
+        assert result.exit_code != 0 and "black box" in result.output and "Traceback" not in result.output, args

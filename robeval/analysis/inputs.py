@@ -26,10 +26,13 @@ def single_eps(text: str) -> float:
 
 def model_and_subset(
     source: str, *, dataset: str | None, n: int, seed: int, data_root: str | None, device: torch.device,
+    needs_gradients: bool = True,
 ) -> tuple[LoadedModel, Tensor, Tensor]:
     """The model (on ``device``) and the seeded test subset it is analysed on; the data
     set defaults to the one the checkpoint records and must match its input shape."""
     loaded = load_model(source, device=device)
+    if loaded.black_box and needs_gradients:
+        raise RobevalError(f"model {loaded.name!r} is a black box (no gradients); use a gradient-free --attack")
     if dataset is None:
         if loaded.meta is None:
             raise RobevalError("cannot tell which data set to use; pass --dataset NAME (see `robeval ls datasets`)")
@@ -46,6 +49,7 @@ def model_and_subset(
 
 def models_and_subset(
     sources: list[str], *, dataset: str | None, n: int, seed: int, data_root: str | None, device: torch.device,
+    needs_gradients: bool = True,
 ) -> tuple[list[LoadedModel], list[str], Tensor, Tensor]:
     """Several models (on ``device``) with display names, and the seeded test subset they
     are compared on; each must take the data set's images (one clear error otherwise)."""
@@ -58,6 +62,9 @@ def models_and_subset(
 
     loaded = [load_model(source, device=device) for source in sources]
     names = display_names(loaded)
+    for item, label in zip(loaded, names, strict=True):
+        if needs_gradients and item.black_box:
+            raise RobevalError(f"model {label!r} is a black box (no gradients); this analysis needs gradients")
     name = resolve_dataset(dataset, loaded)
     info = dataset_info(name, root=data_root)
     x, y = load_dataset(name, split="test", n=n, seed=seed, root=data_root)

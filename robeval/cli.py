@@ -10,7 +10,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -57,28 +57,28 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 @app.command()
 def train(
-    dataset: Annotated[Optional[str], typer.Option(help="Data set (see `robeval ls datasets`); default mnist-mini.")] = None,
-    arch: Annotated[Optional[str], typer.Option(help="Architecture, optionally NAME:key=value, e.g. resnet18:activation=gelu (default mnist-cnn).")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Default 5.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Default 64.")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Learning rate (default 1e-3).")] = None,
-    optimizer: Annotated[Optional[str], typer.Option(help="adam (default) or sgd (with --momentum).")] = None,
-    momentum: Annotated[Optional[float], typer.Option()] = None,
-    weight_decay: Annotated[Optional[float], typer.Option()] = None,
-    schedule: Annotated[Optional[str], typer.Option(help="constant (default), step or cosine.")] = None,
-    milestones: Annotated[Optional[str], typer.Option(help="Epochs where the step schedule multiplies lr by --lr-decay, e.g. 50,75.")] = None,
-    lr_decay: Annotated[Optional[float], typer.Option(help="Step-schedule factor (default 0.1).")] = None,
-    warmup_epochs: Annotated[Optional[int], typer.Option(help="Linear warm-up epochs (default 0).")] = None,
-    augment: Annotated[Optional[str], typer.Option(help="none (default) or crop-flip.")] = None,
-    crop_padding: Annotated[Optional[int], typer.Option(help="Zero padding for crop-flip (default 4).")] = None,
-    objective: Annotated[Optional[str], typer.Option(help="Base objective NAME:key=value (see `robeval ls objectives`; default ce).")] = None,
-    regulariser: Annotated[Optional[list[str]], typer.Option(help="Regulariser NAME:key=value; repeatable.")] = None,
-    n_train: Annotated[Optional[int], typer.Option(help="Use a seeded subset of this many training images.")] = None,
-    seed: Annotated[Optional[int], typer.Option()] = None,
-    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
-    data_root: Annotated[Optional[str], typer.Option(help="Folder holding local data sets (mnist, cifar10, ...).")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Checkpoint file to write (default results/model.pt).")] = None,
-    recipe: Annotated[Optional[Path], typer.Option(help="YAML recipe (see recipes/); flags given here override it.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Data set (see `robeval ls datasets`); default mnist-mini.")] = None,
+    arch: Annotated[str | None, typer.Option(help="Architecture, optionally NAME:key=value, e.g. resnet18:activation=gelu (default mnist-cnn).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Default 5.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Default 64.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate (default 1e-3).")] = None,
+    optimizer: Annotated[str | None, typer.Option(help="adam (default) or sgd (with --momentum).")] = None,
+    momentum: Annotated[float | None, typer.Option()] = None,
+    weight_decay: Annotated[float | None, typer.Option()] = None,
+    schedule: Annotated[str | None, typer.Option(help="constant (default), step or cosine.")] = None,
+    milestones: Annotated[str | None, typer.Option(help="Epochs where the step schedule multiplies lr by --lr-decay, e.g. 50,75.")] = None,
+    lr_decay: Annotated[float | None, typer.Option(help="Step-schedule factor (default 0.1).")] = None,
+    warmup_epochs: Annotated[int | None, typer.Option(help="Linear warm-up epochs (default 0).")] = None,
+    augment: Annotated[str | None, typer.Option(help="none (default) or crop-flip.")] = None,
+    crop_padding: Annotated[int | None, typer.Option(help="Zero padding for crop-flip (default 4).")] = None,
+    objective: Annotated[str | None, typer.Option(help="Base objective NAME:key=value (see `robeval ls objectives`; default ce).")] = None,
+    regulariser: Annotated[list[str] | None, typer.Option(help="Regulariser NAME:key=value; repeatable.")] = None,
+    n_train: Annotated[int | None, typer.Option(help="Use a seeded subset of this many training images.")] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
+    data_root: Annotated[str | None, typer.Option(help="Folder holding local data sets (mnist, cifar10, ...).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Checkpoint file to write (default results/model.pt).")] = None,
+    recipe: Annotated[Path | None, typer.Option(help="YAML recipe (see recipes/); flags given here override it.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Train a model and write a checkpoint that `robeval run` reads back.
@@ -112,20 +112,20 @@ def train(
 
 @app.command()
 def run(
-    models: Annotated[Optional[list[str]], typer.Argument(help="Checkpoints (or other model sources) to evaluate.")] = None,
-    dataset: Annotated[Optional[str], typer.Option(help="Data set; default: the one recorded in the checkpoints.")] = None,
-    attack: Annotated[Optional[list[str]], typer.Option(help="Attack NAME or NAME:key=value; repeatable (default fgsm, pgd).")] = None,
-    eps: Annotated[Optional[str], typer.Option(help="Budgets, e.g. 0,2/255,8/255,unbounded (default: the data set's grid).")] = None,
-    n: Annotated[Optional[int], typer.Option(help="Seeded test subset size (default 500).")] = None,
-    seed: Annotated[Optional[int], typer.Option()] = None,
-    batch_size: Annotated[Optional[int], typer.Option()] = None,
-    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
-    out: Annotated[Optional[str], typer.Option(help="Output folder (default results/run).")] = None,
-    spec: Annotated[Optional[Path], typer.Option(help="YAML run spec; flags given here override it.")] = None,
-    data_root: Annotated[Optional[str], typer.Option(help="Folder holding local data sets.")] = None,
-    target: Annotated[Optional[str], typer.Option(help="`all`: targeted attacks towards every other class (grid CSV + PNG).")] = None,
-    threat_model: Annotated[Optional[str], typer.Option(help="robustbench: sources: Linf, L2 or corruptions (default Linf).")] = None,
-    model_dir: Annotated[Optional[str], typer.Option(help="robustbench: sources: MODEL_DIR/<dataset>/<threat>/<NAME>.pt (default ./models).")] = None,
+    models: Annotated[list[str] | None, typer.Argument(help="Checkpoints (or other model sources) to evaluate.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Data set; default: the one recorded in the checkpoints.")] = None,
+    attack: Annotated[list[str] | None, typer.Option(help="Attack NAME or NAME:key=value; repeatable (default fgsm, pgd).")] = None,
+    eps: Annotated[str | None, typer.Option(help="Budgets, e.g. 0,2/255,8/255,unbounded (default: the data set's grid).")] = None,
+    n: Annotated[int | None, typer.Option(help="Seeded test subset size (default 500).")] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    batch_size: Annotated[int | None, typer.Option()] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
+    out: Annotated[str | None, typer.Option(help="Output folder (default results/run).")] = None,
+    spec: Annotated[Path | None, typer.Option(help="YAML run spec; flags given here override it.")] = None,
+    data_root: Annotated[str | None, typer.Option(help="Folder holding local data sets.")] = None,
+    target: Annotated[str | None, typer.Option(help="`all`: targeted attacks towards every other class (grid CSV + PNG).")] = None,
+    threat_model: Annotated[str | None, typer.Option(help="robustbench: sources: Linf, L2 or corruptions (default Linf).")] = None,
+    model_dir: Annotated[str | None, typer.Option(help="robustbench: sources: MODEL_DIR/<dataset>/<threat>/<NAME>.pt (default ./models).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Evaluate models with an attack battery and write accuracy-epsilon tables."""
@@ -153,18 +153,18 @@ def run(
 
 @app.command()
 def transfer(
-    sources: Annotated[Optional[list[str]], typer.Argument(help="Source models: adversarials are made on each (also targets).")] = None,
-    target: Annotated[Optional[list[str]], typer.Option(help="Extra target model; repeatable.")] = None,
-    attack: Annotated[Optional[list[str]], typer.Option(help="Source attack NAME[:k=v]; repeatable (default pgd).")] = None,
-    eps: Annotated[Optional[str], typer.Option(help="Budgets, e.g. 0,0.1,0.3 (default: the data set's grid).")] = None,
-    dataset: Annotated[Optional[str], typer.Option(help="Data set; default: the one recorded in the checkpoints.")] = None,
-    n: Annotated[Optional[int], typer.Option(help="Seeded test subset size (default 500).")] = None,
-    seed: Annotated[Optional[int], typer.Option()] = None,
-    batch_size: Annotated[Optional[int], typer.Option()] = None,
-    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
-    out: Annotated[Optional[str], typer.Option(help="Output folder (default results/transfer).")] = None,
-    data_root: Annotated[Optional[str], typer.Option(help="Folder holding local data sets.")] = None,
-    spec: Annotated[Optional[Path], typer.Option(help="YAML transfer spec (e.g. a spec.yaml it wrote); flags override it.")] = None,
+    sources: Annotated[list[str] | None, typer.Argument(help="Source models: adversarials are made on each (also targets).")] = None,
+    target: Annotated[list[str] | None, typer.Option(help="Extra target model; repeatable.")] = None,
+    attack: Annotated[list[str] | None, typer.Option(help="Source attack NAME[:k=v]; repeatable (default pgd).")] = None,
+    eps: Annotated[str | None, typer.Option(help="Budgets, e.g. 0,0.1,0.3 (default: the data set's grid).")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Data set; default: the one recorded in the checkpoints.")] = None,
+    n: Annotated[int | None, typer.Option(help="Seeded test subset size (default 500).")] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    batch_size: Annotated[int | None, typer.Option()] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
+    out: Annotated[str | None, typer.Option(help="Output folder (default results/transfer).")] = None,
+    data_root: Annotated[str | None, typer.Option(help="Folder holding local data sets.")] = None,
+    spec: Annotated[Path | None, typer.Option(help="YAML transfer spec (e.g. a spec.yaml it wrote); flags override it.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Transfer grid: each source's adversarials evaluated on every target (SGR Tables 1, 4)."""
@@ -221,8 +221,8 @@ def _print_table(frame, *, title: str) -> None:
     out_console.print(table)
 
 
-# The analysis commands (spectrum, frequency, gradients) register on `app` when imported.
-from robeval import cli_analysis  # noqa: F401  isort: skip
+# The analysis and figure commands register on `app` when imported.
+from robeval import cli_analysis, cli_figures  # noqa: F401  isort: skip
 
 
 def main() -> None:

@@ -30,6 +30,15 @@ def load_model(source: str, device: str = "cpu") -> nn.Module:
     return _load(source, device=resolve_device(device)).model
 
 
+def transfer(spec: Any = None, **kwargs: Any):  # -> pandas.DataFrame
+    """Run a transfer grid like ``robeval transfer`` and return ``transfer.csv`` as a
+    DataFrame (see :func:`robeval.eval.transfer.transfer`), e.g.
+    ``transfer(sources=["a.pt", "b.pt"], attacks=["pgd"], eps="0.1,0.3", n=200)``."""
+    from robeval.eval.transfer import transfer as _transfer
+
+    return _transfer(spec, **kwargs)
+
+
 def evaluate(spec: Any = None, **kwargs: Any):  # -> pandas.DataFrame
     """Run like ``robeval run`` and return the results rows as a DataFrame (see
     :func:`robeval.eval.evaluate.evaluate`)."""
@@ -38,4 +47,4 @@ def evaluate(spec: Any = None, **kwargs: Any):  # -> pandas.DataFrame
     return _evaluate(spec, **kwargs)
 
 
-__all__ = ["RobevalError", "__version__", "attacks", "evaluate", "load_dataset", "load_model"]
+__all__ = ["RobevalError", "__version__", "attacks", "evaluate", "load_dataset", "load_model", "transfer"]

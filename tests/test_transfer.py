@@ -47,7 +47,7 @@ def _by_hand(sources: list[Path], targets: list[Path], attack: str, eps: float, 
 
 
 def test_every_entry_is_the_targets_accuracy_on_the_sources_adversarials(digits_checkpoint, second_checkpoint, tmp_path):
-    df = transfer(sources=[str(digits_checkpoint)], targets=[str(second_checkpoint)], attacks=["fgsm"], eps=EPS,
+    df = robeval.transfer(sources=[str(digits_checkpoint)], targets=[str(second_checkpoint)], attacks=["fgsm"], eps=EPS,
                   n=60, batch_size=25, device="cpu", out=str(tmp_path / "grid"))
     assert set(df["source"]) == {digits_checkpoint.stem} and len(df) == 2 * 3
     for eps in (0.0, 0.1, 0.3):

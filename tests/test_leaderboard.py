@@ -164,6 +164,11 @@ def test_published_entry_takes_its_norm_from_robustbench_layout(tmp_path):
     assert list(board["rank"]) == [1, 2]
     again = to_model_info(board.iloc[0].to_dict())
     assert {k: again[k] for k in published} == published and "norm" not in again  # inferred, not added
+    # a whole model_info tree (RobustBench's repository layout) is one source
+    write_model_info(tmp_path / "model_info" / "toy" / "L2" / "Other2021.json", {**published, "name": "Other"})
+    tree = leaderboard([run, tmp_path / "model_info"])
+    assert set(tree["model"]) == {"Paper", "Other", "m"}
+    assert set(tree[tree["model"] == "Other"]["norm"]) == {"l2"}
 
 
 def test_cli_writes_files_and_bad_path_is_one_line(tmp_path):

@@ -79,8 +79,12 @@ def _load(source: Path) -> tuple[pd.DataFrame, pd.DataFrame | None, list[dict]]:
         raise RobevalError(f"leaderboard source {source} does not exist; pass run directories, results CSVs or model_info JSONs")
     if source.is_dir():
         results_path = source / "results.csv"
+        entries = sorted(source.rglob("*.json"))
+        if not results_path.is_file() and entries:  # a folder of model_info JSONs (RobustBench's layout)
+            return pd.DataFrame(), None, [row for entry in entries for row in _load(entry)[2]]
         if not results_path.is_file():
-            raise RobevalError(f"{source} holds no results.csv; pass a directory written by `robeval run`")
+            raise RobevalError(f"{source} holds no results.csv (nor model_info JSONs); pass a directory written "
+                               "by `robeval run`")
         results = _read_csv(results_path, _RESULT_NEEDED, "results file")
         samples_path = source / "samples.csv"
         samples = _read_csv(samples_path, _SAMPLE_NEEDED, "samples file") if samples_path.is_file() else None

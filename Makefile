@@ -40,6 +40,7 @@ bench: $(VENV)/.installed-peers
 	$(PY) benchmarks/curve_vs_peers.py
 	$(PY) benchmarks/regularizer_cost.py
 	$(PY) benchmarks/autoattack_curve.py
+	$(PY) benchmarks/paper_checks.py
 
 clean:
 	rm -rf $(VENV) results/demo results/run

@@ -7,6 +7,7 @@ written as ``spec.yaml`` next to the results, so every table says how it was mad
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,24 +64,7 @@ class RunSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunSpec:
         """Build from plain values (YAML or keywords); lists become tuples, eps may be text."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise RobevalError(
-                f"unknown run setting(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}"
-            )
-        values = dict(data)
-        if isinstance(values.get("models"), str):
-            values["models"] = [values["models"]]
-        if "models" in values:
-            values["models"] = tuple(str(m) for m in values["models"])
-        if "attacks" in values:
-            values["attacks"] = tuple(_attack_text(a) for a in _as_list(values["attacks"]))
-        if values.get("eps") is not None:
-            values["eps"] = parse_eps_list(values["eps"])
-        for key in ("n", "seed", "batch_size"):
-            if key in values and not isinstance(values[key], int):
-                raise RobevalError(f"run setting {key} must be an integer, got {values[key]!r}")
+        values = spec_values(cls, data, what="run", model_keys=("models",))
         if not values.get("models"):
             raise RobevalError(NO_MODELS)
         return cls(**values)
@@ -88,9 +72,8 @@ class RunSpec:
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> RunSpec:
         """Read a YAML spec; ``overrides`` (non-None CLI flags) win over the file."""
-        data = read_mapping(path, what="spec file", flag="--spec", example="models: [...]")
-        data.update({k: v for k, v in overrides.items() if v is not None})
-        return cls.from_dict(data)
+        return cls.from_dict(read_with_overrides(path, overrides, what="spec file", flag="--spec",
+                                                 example="models: [...]"))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values, ready for YAML (the ``progress`` display flag is left out)."""
@@ -102,11 +85,46 @@ class RunSpec:
         return dataclasses.replace(self, **changes)
 
 
-def _as_list(value: Any) -> list[Any]:
+def check_settings(cls: type, data: Mapping[str, Any], what: str) -> None:
+    """One error naming every key of ``data`` that is no field of the spec class ``cls``."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise RobevalError(f"unknown {what} setting(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
+
+
+def spec_values(cls: type, data: Mapping[str, Any], *, what: str, model_keys: tuple[str, ...]) -> dict[str, Any]:
+    """Plain values (YAML or keywords) of an evaluation spec, checked against ``cls`` and
+    normalised: model lists and attack entries become tuples, eps text is parsed, and the
+    counts ``n``, ``seed``, ``batch_size`` must be integers."""
+    check_settings(cls, data, what)
+    values = dict(data)
+    for key in model_keys:
+        if key in values:
+            values[key] = tuple(str(m) for m in as_list(values[key]))
+    if "attacks" in values:
+        values["attacks"] = tuple(attack_text(a) for a in as_list(values["attacks"]))
+    if values.get("eps") is not None:
+        values["eps"] = parse_eps_list(values["eps"])
+    for key in ("n", "seed", "batch_size"):
+        if key in values and not isinstance(values[key], int):
+            raise RobevalError(f"{what} setting {key} must be an integer, got {values[key]!r}")
+    return values
+
+
+def read_with_overrides(path: str | Path, overrides: Mapping[str, Any], **where: str) -> dict[str, Any]:
+    """A YAML mapping (``read_mapping(path, **where)``) with the non-None ``overrides``
+    (CLI flags) winning over the file."""
+    data = read_mapping(path, **where)
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return data
+
+
+def as_list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, list | tuple) else [value]
 
 
-def _attack_text(item: Any) -> str:
+def attack_text(item: Any) -> str:
     """Accept ``"pgd:steps=40"`` or a YAML mapping ``{name: pgd, steps: 40}``."""
     if isinstance(item, str):
         return item

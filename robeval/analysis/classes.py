@@ -26,8 +26,8 @@ import matplotlib.pyplot as plt
 import torch
 from torch import Tensor, nn
 
-from robeval.atomic import atomic_open
 from robeval.eval.runner import eval_mode
+from robeval.results.plots import save_figure, show_image
 
 PAPER_STEPS = 10_000
 PAPER_LR = 1e-3
@@ -71,18 +71,9 @@ def plot_class_images(
                              squeeze=False)
     for r, (model, start, images) in enumerate(rows):
         for c, (image, label) in enumerate(zip([start, *images], ["I", *class_names], strict=True)):
-            ax = axes[r][c]
-            picture = image.permute(1, 2, 0).numpy()
-            ax.imshow(picture[..., 0] if picture.shape[-1] == 1 else picture, cmap="gray", vmin=0, vmax=1)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r == 0:
-                ax.set_title(str(label), fontsize=8)
+            show_image(axes[r][c], image, str(label) if r == 0 else "", fontsize=8)
         axes[r][0].set_ylabel(model, fontsize=8, rotation=0, ha="right", va="center")
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    with atomic_open(path, "wb") as handle:
-        fig.savefig(handle, format="png", dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, Path(path))

@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt
 import torch
 from torch import Tensor, nn
 
-from robeval.atomic import atomic_open
+from robeval.results.plots import save_figure, show_image
 
 
 @dataclass(frozen=True)
@@ -79,26 +79,15 @@ def plot_deceptive(
                              squeeze=False)
     for c, k in enumerate(cols):
         index = chosen[k]
-        _show(axes[0][c], x[index], f"{class_names[k]}")
+        show_image(axes[0][c], x[index], f"{class_names[k]}")
         for r, (_, d) in enumerate(rows, start=1):
             fooled = float(d.confidence[index]) > 0
             label = f"{class_names[int(d.predicted[index])]} {100 * float(d.confidence[index]):.0f}%" if fooled else "not fooled"
-            _show(axes[r][c], d.x_adv[index], label, colour="red" if fooled else "black")
+            show_image(axes[r][c], d.x_adv[index], label, colour="red" if fooled else "black")
     axes[0][0].set_ylabel("O", rotation=0, ha="right", va="center", fontsize=9)
     for r, (name, _) in enumerate(rows, start=1):
         axes[r][0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    with atomic_open(path, "wb") as handle:
-        fig.savefig(handle, format="png", dpi=110)
-    plt.close(fig)
-    return path
-
-
-def _show(ax: plt.Axes, image: Tensor, title: str, colour: str = "black") -> None:
-    picture = image.detach().cpu().clamp(0, 1).permute(1, 2, 0).numpy()
-    ax.imshow(picture[..., 0] if picture.shape[-1] == 1 else picture, cmap="gray", vmin=0, vmax=1)
-    ax.set_title(title, fontsize=7, color=colour)
-    ax.set_xticks([])
-    ax.set_yticks([])
+    return save_figure(fig, Path(path))

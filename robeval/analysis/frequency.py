@@ -34,7 +34,7 @@ from robeval.attacks.base import Deformation
 from robeval.attacks.fourier import frequency_swap, highpass, lowpass
 from robeval.device import resolve_device
 from robeval.eval.runner import eval_mode
-from robeval.results.plots import _save
+from robeval.results.plots import save_figure
 
 FREQUENCY_CSV = "frequency.csv"
 FREQUENCY_PNG = "frequency.png"
@@ -198,7 +198,7 @@ def plot_frequency_sweep(frame: pd.DataFrame, path: Path | str, *, title: str | 
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return _save(fig, Path(path))
+    return save_figure(fig, Path(path))
 
 
 def write_frequency(out_dir: Path | str, frame: pd.DataFrame, *, title: str | None = None) -> tuple[Path, Path]:

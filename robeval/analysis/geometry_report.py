@@ -4,6 +4,7 @@ with the PGD conditioning of the thesis' Table 4.1, written as CSV, Markdown and
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,10 @@ import torch
 
 from robeval.analysis.geometry import GeometryConfig, geometry_samples, geometry_summary
 from robeval.analysis.inputs import write_analysis_files
-from robeval.atomic import atomic_open
 from robeval.eval.cells import batch_seed
 from robeval.eval.runner import eval_mode
 from robeval.models import LoadedModel
+from robeval.results.plots import save_figure
 from robeval.results.tables import format_eps
 
 SUMMARY_COLUMNS = {  # what the Markdown table shows, and how
@@ -46,9 +47,8 @@ def gradient_statistics(
                 x_adv = attack(model, xb, yb, eps=config.eps, generator=generator)
                 with torch.no_grad():
                     fooled = model(x_adv).argmax(1) != yb
-                frame = geometry_samples(model, xb, yb, fooled, GeometryConfig(
-                    eps=config.eps, power_iters=config.power_iters, linearity_samples=config.linearity_samples,
-                    edge_sigma=config.edge_sigma, seed=batch_seed(config.seed, "lle", batch)))
+                batch_config = dataclasses.replace(config, seed=batch_seed(config.seed, "lle", batch))
+                frame = geometry_samples(model, xb, yb, fooled, batch_config)
                 frame.insert(0, "index", np.arange(start, start + len(xb)))
                 frame.insert(0, "model", name)
                 parts.append(frame)
@@ -80,10 +80,7 @@ def plot_distributions(samples: pd.DataFrame, path: Path) -> Path:
     axes[0][0].set_ylabel("test points")
     axes[0][-1].legend(fontsize=7)
     fig.tight_layout()
-    with atomic_open(path, "wb") as handle:
-        fig.savefig(handle, format="png", dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, Path(path))
 
 
 def write_gradient_outputs(out: Path, samples: pd.DataFrame, *, attack: str, eps: float) -> dict[str, Path]:

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from matplotlib.patches import Ellipse
 from torch import Tensor, nn
 
-from robeval.atomic import atomic_open
+from robeval.results.plots import save_figure
 from robeval.train.reg_smooth import neighbour_sq_diffs
 from robeval.train.regularisers import conv_layers
 
@@ -224,12 +224,8 @@ def plot_kernels(
     image's channel mean, as given, with no normalisation, bias or activation; zero
     padding keeps the size). Multi-input-channel kernels are shown as their mean over
     input channels. The figure is ``2.4 * count`` by ``2.3 * rows`` inches at 110 dpi."""
-    path = Path(path)
     fig = kernel_figure(model, layer=layer, count=count, image=image, fft_size=fft_size)
-    with atomic_open(path, "wb") as handle:
-        fig.savefig(handle, format="png", dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, Path(path))
 
 
 __all__ = ["FFT_SIZE", "HIGH_FREQ_CUTOFF", "STAT_COLUMNS", "centred_spectrum", "compare_kernels", "high_freq_fraction",

@@ -29,8 +29,8 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from robeval.atomic import atomic_open
 from robeval.errors import RobevalError
+from robeval.results.plots import save_figure
 from robeval.results.tables import format_eps
 
 RESNET_LAYERS = {"conv1": "conv1", "layer0": "maxpool", "layer1": "layer1", "layer2": "layer2",
@@ -161,10 +161,7 @@ def plot_responses(summary: pd.DataFrame, path: Path) -> Path:
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
-    with atomic_open(path, "wb") as handle:
-        fig.savefig(handle, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_figure(fig, Path(path), tight=True)
 
 
 def write_response_outputs(out: Path, samples: pd.DataFrame, *, attack: str, eps: float) -> dict[str, Path]:

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from robeval.attacks.fourier import sfa_perturbation
 from robeval.device import resolve_device
-from robeval.results.plots import _save
+from robeval.results.plots import save_figure
 
 
 def sfa_grid(
@@ -92,4 +92,4 @@ def plot_sfa_grid(frame: pd.DataFrame, path: Path | str) -> Path:
     ax.set_title(title, fontsize=8)
     fig.colorbar(image, ax=ax, label="accuracy (%)")
     fig.tight_layout()
-    return _save(fig, Path(path))
+    return save_figure(fig, Path(path))

@@ -29,7 +29,7 @@ from robeval.attacks import get as get_attack
 from robeval.attacks.base import Deformation
 from robeval.device import resolve_device
 from robeval.eval.runner import eval_mode
-from robeval.results.plots import _save
+from robeval.results.plots import save_figure
 
 #: Added to amplitudes before the logarithm so that exactly-zero frequencies (constant
 #: images, exact single modes) give a finite ``log(1e-8) ~ -18.4`` instead of ``-inf``.
@@ -152,7 +152,7 @@ def plot_spectrum(spectrum: Spectrum, path: Path | str) -> Path:
         fontsize=10,
     )
     fig.tight_layout()
-    return _save(fig, Path(path))
+    return save_figure(fig, Path(path))
 
 
 def write_spectrum(spectrum: Spectrum, out: Path | str) -> tuple[Path, Path]:

@@ -55,9 +55,8 @@ from robeval.eval.setup import (
 )
 from robeval.models import LoadedModel, load_model
 from robeval.models.sources import SourceContext
-from robeval.params import parse_eps_list
 from robeval.results.store import BatchResult, Cost, ResultStore
-from robeval.spec import _as_list, _attack_text
+from robeval.spec import read_with_overrides, spec_values
 
 log = logging.getLogger(__name__)
 STORE_NAME = "store.sqlite"
@@ -95,30 +94,15 @@ class TransferSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TransferSpec:
         """Build from plain values (keywords or YAML); lists become tuples, eps may be text."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise RobevalError(f"unknown transfer setting(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
-        values = dict(data)
-        values.setdefault("sources", ())
-        for key in ("sources", "targets"):
-            if key in values:
-                values[key] = tuple(str(m) for m in _as_list(values[key]))
-        if "attacks" in values:
-            values["attacks"] = tuple(_attack_text(a) for a in _as_list(values["attacks"]))
-        if values.get("eps") is not None:
-            values["eps"] = parse_eps_list(values["eps"])
+        values = spec_values(cls, {"sources": (), **data}, what="transfer", model_keys=("sources", "targets"))
         return cls(**values)
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> TransferSpec:
         """A YAML spec (``sources: [...]``, ``targets``, ``attacks``, ``eps``, ...); non-None
         ``overrides`` (CLI flags) win over the file. A written ``spec.yaml`` reads back."""
-        from robeval.yamlfile import read_mapping
-
-        data = read_mapping(path, what="spec file", flag="--spec", example="sources: [a.pt, b.pt]")
-        data.update({k: v for k, v in overrides.items() if v is not None})
-        return cls.from_dict(data)
+        return cls.from_dict(read_with_overrides(path, overrides, what="spec file", flag="--spec",
+                                                 example="sources: [a.pt, b.pt]"))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values for ``spec.yaml`` (without the display flag)."""

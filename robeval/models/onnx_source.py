@@ -15,10 +15,8 @@ runs no user code. The model is assumed to take [0,1] images unless mean/std are
 
 from __future__ import annotations
 
-import importlib
 import warnings
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -28,6 +26,7 @@ from robeval.errors import RobevalError
 from robeval.models.source_utils import (
     existing_file,
     file_sha256,
+    import_optional,
     options_tag,
     parse_options,
     parse_stats,
@@ -39,7 +38,6 @@ from robeval.models.sources import NO_CONTEXT, LoadedModel, SourceContext, model
 BACKENDS = ("auto", "torch", "runtime")
 #: Converted and onnxruntime logits must agree to this fraction of the logits' scale.
 AGREEMENT_RTOL = 1e-4
-ZOO_EXTRA = "pip install 'robeval[zoo]'"
 
 
 class OnnxRuntimeModel(nn.Module):
@@ -48,7 +46,7 @@ class OnnxRuntimeModel(nn.Module):
 
     def __init__(self, path: Path) -> None:
         super().__init__()
-        ort = _import("onnxruntime")
+        ort = import_optional("onnxruntime")
         self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
 
@@ -97,7 +95,7 @@ def _convert(path: Path, runtime: OnnxRuntimeModel) -> tuple[nn.Module | None, s
     """onnx2torch's conversion of ``path`` if it reproduces onnxruntime on a probe batch,
     else ``(None, why not)``."""
     try:
-        onnx2torch = _import("onnx2torch")
+        onnx2torch = import_optional("onnx2torch")
         net = onnx2torch.convert(str(path)).eval()
     except RobevalError as exc:
         return None, str(exc)
@@ -123,12 +121,3 @@ def _probe_batch(runtime: OnnxRuntimeModel) -> Tensor:
     shape = [d if isinstance(d, int) and d > 0 else (2 if i == 0 else 32) for i, d in enumerate(dims)]
     generator = torch.Generator().manual_seed(0)
     return torch.rand(*shape, generator=generator)
-
-
-def _import(module: str) -> Any:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # onnx2torch: torch.jit.interface deprecation
-            return importlib.import_module(module)
-    except ImportError as exc:
-        raise RobevalError(f"{module} is not installed ({exc}); {ZOO_EXTRA}") from exc

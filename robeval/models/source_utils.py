@@ -9,8 +9,11 @@ options: ``mean=0.5;0.5;0.5``. ``mean=none`` switches the Normalize wrapper off.
 from __future__ import annotations
 
 import hashlib
+import importlib
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -138,3 +141,18 @@ def load_weights(net: nn.Module, path: Path, *, what: str, hint: str) -> None:
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
         raise RobevalError(f"{what} {str(path)!r} does not fit {hint}: {first}") from exc
+
+
+#: How to install the libraries of the ``timm:``, ``robustbench:`` and ``onnx:`` sources.
+ZOO_EXTRA = "pip install 'robeval[zoo]'"
+
+
+def import_optional(module: str) -> Any:
+    """Import an optional library of the ``zoo`` extra, its import-time deprecation
+    notices silenced; one error naming the install command when it is missing."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return importlib.import_module(module)
+    except ImportError as exc:
+        raise RobevalError(f"{module} is not installed ({exc}); {ZOO_EXTRA}") from exc

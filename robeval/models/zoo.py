@@ -31,7 +31,9 @@ from robeval.models.normalize import ResizeInput
 from robeval.models.source_utils import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    ZOO_EXTRA,
     file_sha256,
+    import_optional,
     load_weights,
     options_tag,
     parse_options,
@@ -41,8 +43,6 @@ from robeval.models.source_utils import (
 )
 from robeval.models.sources import NO_CONTEXT, LoadedModel, SourceContext, model_sources
 from robeval.registry import unknown_name_message
-
-ZOO_EXTRA = "pip install 'robeval[zoo]'"
 
 #: RobustBench data sets: number of classes and the input shape its models take.
 ROBUSTBENCH_DATASETS: dict[str, tuple[int, tuple[int, int, int]]] = {
@@ -69,7 +69,7 @@ def load_timm(rest: str, source: str, context: SourceContext = NO_CONTEXT) -> Lo
     model (:class:`ResizeInput`, differentiable); ``input_size=S`` asks for that resize
     for any model, ``input_size=none`` switches it off. The identity hashes the checkpoint.
     """
-    timm = _import_or_explain("timm")
+    timm = import_optional("timm")
     name, _, opts = rest.strip().partition(":")
     options = parse_options(
         opts, source=source, allowed=("checkpoint", "num_classes", "img_size", "input_size", "mean", "std")
@@ -184,7 +184,7 @@ def load_robustbench(rest: str, source: str, context: SourceContext = NO_CONTEXT
 def import_robustbench() -> tuple[Any, Any, Any]:
     """``(robustbench.utils, model_dicts, enums)``, importable on this stack: aliases
     ``autoattack`` to ``pyautoattack`` and stands in for ``pkg_resources`` when missing."""
-    _import_or_explain("pyautoattack")
+    import_optional("pyautoattack")
     try:
         import autoattack  # noqa: F401  (fra31's GitHub package, if the user has it)
     except ImportError:
@@ -269,12 +269,3 @@ def _int_option(text: str, key: str, source: str) -> int:
         return int(text)
     except ValueError:
         raise RobevalError(f"{key} must be an integer in {source!r}") from None
-
-
-def _import_or_explain(module: str) -> Any:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return importlib.import_module(module)
-    except ImportError as exc:
-        raise RobevalError(f"{module} is not installed ({exc}); {ZOO_EXTRA}") from exc

@@ -30,7 +30,7 @@ def plot_norm_curves(curves: pd.DataFrame, path: Path) -> Path:
     axes[0][0].set_ylabel("accuracy (%)")
     axes[0][-1].legend(fontsize=7, loc="upper right")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_targeted_grid(
@@ -67,11 +67,23 @@ def plot_targeted_grid(
     fig.supxlabel("original class", fontsize=8)
     fig.supylabel("target class", fontsize=8)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
+def save_figure(fig: plt.Figure, path: Path, *, tight: bool = False) -> Path:
+    """Write ``fig`` as a 110-dpi PNG atomically and close it; ``tight`` crops to the
+    drawn content (legends placed outside the axes)."""
     with atomic_open(path, "wb") as handle:
-        fig.savefig(handle, format="png", dpi=110)
+        fig.savefig(handle, format="png", dpi=110, bbox_inches="tight" if tight else None)
     plt.close(fig)
     return path
+
+
+def show_image(ax: plt.Axes, image: Tensor, title: str = "", *, colour: str = "black", fontsize: int = 7) -> None:
+    """One (C, H, W) image in [0, 1] on ``ax``: grey for one channel, RGB otherwise, no ticks."""
+    picture = image.detach().cpu().clamp(0, 1).permute(1, 2, 0).numpy()
+    ax.imshow(picture[..., 0] if picture.shape[-1] == 1 else picture, cmap="gray", vmin=0, vmax=1)
+    if title:
+        ax.set_title(title, fontsize=fontsize, color=colour)
+    ax.set_xticks([])
+    ax.set_yticks([])

@@ -22,7 +22,7 @@ import yaml
 
 from robeval.atomic import atomic_write_text
 from robeval.errors import RobevalError
-from robeval.results.plots import _save
+from robeval.results.plots import save_figure
 from robeval.results.tables import (
     accuracy_eps_table,
     format_eps,
@@ -95,7 +95,7 @@ def plot_curves(series: dict, path: Path, dataset: str, norm: str) -> Path:
         ax.set_visible(False)
     fig.suptitle(f"accuracy-epsilon curves, {dataset}, {norm}", fontsize=11)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def example_grid(spec: dict, path: Path, examples: int) -> tuple[Path | None, str]:
@@ -159,7 +159,7 @@ def example_grid(spec: dict, path: Path, examples: int) -> tuple[Path | None, st
     fig.suptitle(f"{Path(source).stem}: clean images and adversarials; red = misclassified",
                  fontsize=8)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
     note = f"First {k} test images of the seeded subset, labels {', '.join(str(int(v)) for v in y)}; eps = {format_eps(eps)}."
     if notes:
         note += " " + "; ".join(notes) + "."

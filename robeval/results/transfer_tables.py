@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from robeval.atomic import atomic_open, atomic_write_text
+from robeval.atomic import atomic_write_text
+from robeval.results.plots import save_figure
 from robeval.results.store import ResultStore
 from robeval.results.tables import format_eps
 from robeval.version import __version__
@@ -127,10 +128,7 @@ def plot_transfer_grid(frame: pd.DataFrame, attack: str, path: Path) -> Path:
     axes[0][0].set_ylabel("target (evaluated)")
     fig.colorbar(image, ax=list(axes[0]), label="robust accuracy (%)", shrink=0.85)
     fig.suptitle(f"transfer grid · {attack} (red: white box)", fontsize=10)
-    with atomic_open(path, "wb") as handle:
-        fig.savefig(handle, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_figure(fig, Path(path), tight=True)
 
 
 def write_transfer_outputs(out: Path, spec: dict, frame: pd.DataFrame, samples: pd.DataFrame) -> dict[str, Path]:

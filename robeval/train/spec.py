@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from robeval.errors import RobevalError
-from robeval.yamlfile import read_mapping
+from robeval.spec import check_settings, read_with_overrides
 
 SCHEDULES = ("constant", "step", "cosine")
 AUGMENTS = ("none", "crop-flip")
@@ -88,10 +88,7 @@ class TrainSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainSpec:
         """Build from plain values (a YAML recipe); lists become tuples."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise RobevalError(f"unknown training setting(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
+        check_settings(cls, data, "training")
         values = dict(data)
         for key in ("regularisers", "milestones"):
             if key in values and values[key] is not None:
@@ -102,7 +99,6 @@ class TrainSpec:
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> TrainSpec:
         """A recipe file (``recipes/*.yaml``); ``overrides`` (non-None flags) win over it."""
-        data = read_mapping(path, what="recipe file", flag="--recipe", example="epochs: 10")
+        data = read_with_overrides(path, overrides, what="recipe file", flag="--recipe", example="epochs: 10")
         data.pop("notes", None)  # free text for people
-        data.update({k: v for k, v in overrides.items() if v is not None})
         return cls.from_dict(data)

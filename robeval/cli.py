@@ -126,6 +126,10 @@ def run(
     target: Annotated[str | None, typer.Option(help="`all`: targeted attacks towards every other class (grid CSV + PNG).")] = None,
     threat_model: Annotated[str | None, typer.Option(help="robustbench: sources: Linf, L2 or corruptions (default Linf).")] = None,
     model_dir: Annotated[str | None, typer.Option(help="robustbench: sources: MODEL_DIR/<dataset>/<threat>/<NAME>.pt (default ./models).")] = None,
+    checks: Annotated[str | None, typer.Option(help="Attack-failure indicators: off, fast (default) or full; written to checks.json.")] = None,
+    check_samples: Annotated[int | None, typer.Option(help="Clean-correct points per model the indicators probe (default 64).")] = None,
+    worst_case: Annotated[bool | None, typer.Option("--worst-case/--no-worst-case", help="Run the attacks as a cascade (in the order given, each on the points still robust) and add `worst-case` rows.")] = None,
+    bpda: Annotated[list[str] | None, typer.Option(help="Module of the model (dotted name) whose backward becomes the identity (BPDA); repeatable.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Evaluate models with an attack battery and write accuracy-epsilon tables."""
@@ -141,6 +145,8 @@ def run(
             "eps": parse_eps_list(eps) if eps is not None else None, "n": n, "seed": seed,
             "batch_size": batch_size, "device": device, "out": out, "data_root": data_root,
             "target": target, "threat_model": threat_model, "model_dir": model_dir,
+            "checks": checks.lower() if checks else None, "check_samples": check_samples,
+            "worst_case": worst_case, "bpda": tuple(bpda) if bpda else None,
         }
         if spec is not None:
             run_spec_obj = RunSpec.from_yaml(spec, **flags)

@@ -18,6 +18,7 @@ from robeval.yamlfile import read_mapping
 
 DEFAULT_ATTACKS: tuple[str, ...] = ("fgsm", "pgd")
 TARGET_MODES = (None, "all")
+CHECK_LEVELS = ("off", "fast", "full")
 NO_MODELS = (
     "no model given; pass a checkpoint (robeval run path/to/model.pt) or list them under "
     "`models:` in the --spec file"
@@ -47,6 +48,10 @@ class RunSpec:
     target: str | None = None
     threat_model: str | None = None  # RobustBench sources: threat model of the zoo entry
     model_dir: str | None = None  # RobustBench sources: MODEL_DIR/<dataset>/<threat>/<NAME>.pt
+    checks: str = "fast"  # attack-failure indicators: off, fast or full (robeval.eval.indicators)
+    check_samples: int = 64  # clean-correct points per model the indicators probe
+    worst_case: bool = False  # run the attacks as a cascade and add `worst-case` rows
+    bpda: tuple[str, ...] = ()  # modules (dotted names) whose backward becomes the identity
     progress: bool = field(default=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -60,6 +65,10 @@ class RunSpec:
             raise RobevalError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.target not in TARGET_MODES:
             raise RobevalError(f"--target must be `all` (or left out for untargeted attacks), got {self.target!r}")
+        if self.checks not in CHECK_LEVELS:
+            raise RobevalError(f"--checks must be one of {', '.join(CHECK_LEVELS)}, got {self.checks!r}")
+        if self.check_samples < 1:
+            raise RobevalError(f"--check-samples must be >= 1, got {self.check_samples}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunSpec:
@@ -104,9 +113,11 @@ def spec_values(cls: type, data: Mapping[str, Any], *, what: str, model_keys: tu
             values[key] = tuple(str(m) for m in as_list(values[key]))
     if "attacks" in values:
         values["attacks"] = tuple(attack_text(a) for a in as_list(values["attacks"]))
+    if values.get("bpda") is not None:
+        values["bpda"] = tuple(str(m) for m in as_list(values["bpda"]))
     if values.get("eps") is not None:
         values["eps"] = parse_eps_list(values["eps"])
-    for key in ("n", "seed", "batch_size"):
+    for key in ("n", "seed", "batch_size", "check_samples"):
         if key in values and not isinstance(values[key], int):
             raise RobevalError(f"{what} setting {key} must be an integer, got {values[key]!r}")
     return values

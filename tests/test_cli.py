@@ -13,7 +13,6 @@ import pytest
 from typer.testing import CliRunner
 
 from robeval.cli import app
-from robeval.eval.runner import KILL_AFTER_ENV
 
 cli = CliRunner()
 RUN_ARGS = ["--attack", "fgsm", "--attack", "pgd:steps=5", "--eps", "0,0.05,1/10,0.2",
@@ -101,16 +100,19 @@ def test_checkpoint_that_runs_code_is_refused(tmp_path: Path) -> None:
     assert marker.exists()
 
 
-def _cli(args: list[str], env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "robeval", *args], capture_output=True, text=True,
-                          env=env, timeout=300)
+def _cli(args: list[str], kill_after: int | None = None) -> subprocess.CompletedProcess:
+    """The command line in a fresh process; ``kill_after=N``: SIGKILLed after N stored
+    batches (tests/fault_injection.py)."""
+    entry = ["-m", "robeval"] if kill_after is None else ["-m", "tests.fault_injection", str(kill_after)]
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    return subprocess.run([sys.executable, *entry, *args], capture_output=True, text=True, env=env, timeout=300)
 
 
 @pytest.mark.slow
 def test_resume_after_kill_9_gives_identical_tables(digits_checkpoint, tmp_path: Path) -> None:
     args = ["run", str(digits_checkpoint), *RUN_ARGS]
-    killed = _cli([*args, "--out", str(tmp_path / "killed")], {KILL_AFTER_ENV: "5"})
+    killed = _cli([*args, "--out", str(tmp_path / "killed")], kill_after=5)
     assert killed.returncode == -9, killed.stderr  # SIGKILL mid-run, after 5 stored batches
     assert not (tmp_path / "killed" / "results.csv").exists()
 

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -45,7 +43,6 @@ from robeval.results.store import BatchResult, Cost, ResultStore
 
 log = logging.getLogger(__name__)
 
-KILL_AFTER_ENV = "ROBEVAL_TEST_KILL_AFTER_BATCHES"  # test hook: SIGKILL self after N stored batches
 NORM_COLUMNS = ("l0", "l2", "linf", "attack_norm")
 
 
@@ -136,7 +133,6 @@ def run_attack(
                 start_from = state if cell.nested else initial  # reuse earlier successes only when nested
                 state, cost = _attack_points(model, attack, cell, xb, points, start_from, batch, batch_size, device)
                 store.write_batch(cell.key, batch, cost, state)
-                _maybe_kill_for_test()
             if not minimal:
                 advance()
         if minimal:
@@ -188,20 +184,6 @@ def _attack_points(
     cost = Cost(time.perf_counter() - tic, counter.counts.forward, counter.counts.backward)
     new = state.replace(adv_pred=adv_pred.numpy(), **{k: v.numpy() for k, v in norms.items()})
     return new, cost
-
-
-_stored_batches = 0
-
-
-def _maybe_kill_for_test() -> None:
-    """Fault injection for the resume tests: ``kill -9`` ourselves after N stored batches."""
-    global _stored_batches
-    limit = os.environ.get(KILL_AFTER_ENV)
-    if limit is None:
-        return
-    _stored_batches += 1
-    if _stored_batches >= int(limit):
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @contextmanager

@@ -154,6 +154,13 @@ def run(
             run_spec_obj = RunSpec.from_dict({k: v for k, v in flags.items() if v is not None})
         frame = run_spec(run_spec_obj.replace(progress=not quiet))
         _print_table(accuracy_eps_table(frame), title=f"robust accuracy (%), n={int(frame['n'].max())}")
+        from robeval.eval.indicators import summary_lines
+
+        lines = summary_lines(frame.attrs["checks"], frame.attrs["checks_seconds"], frame.attrs["checks_level"])
+        style = "bold red" if any(f.fired for f in frame.attrs["checks"]) else "green"
+        out_console.print(f"[{style}]{escape(lines[0])}[/]", highlight=False)
+        for line in lines[1:]:
+            out_console.print(escape(line), highlight=False)
         out_console.print(f"tables written to {frame.attrs['out']}/", highlight=False)
 
 

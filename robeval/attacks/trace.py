@@ -71,6 +71,24 @@ class PathTrace:
         return [np.asarray(c, dtype=np.float64) for c in curves]
 
 
+def loss_trend(curve: np.ndarray) -> float:
+    """How much the loss still rose at the end of a path: the mean of its last quarter
+    minus the mean of the quarter before, relative to the range the loss covered
+    (``NaN`` for paths of fewer than 4 steps, 0 for a flat one). A converged ascent gives
+    about 0 (or less, when it oscillates around a maximum); a value near 1 means most of
+    the progress came at the very end, so more steps would have helped (Pintor et al.
+    2022, Sec. 3, "incomplete optimization")."""
+    curve = np.asarray(curve, dtype=np.float64)
+    curve = curve[np.isfinite(curve)]
+    if len(curve) < 4:
+        return float("nan")
+    q = max(1, len(curve) // 4)
+    spread = float(curve.max() - curve.min())
+    if spread <= 1e-12:
+        return 0.0
+    return float((curve[-q:].mean() - curve[-2 * q:-q].mean()) / spread)
+
+
 @contextmanager
 def tracing(n: int) -> Iterator[PathTrace]:
     """Record the path of the attack calls made inside the block (on ``n`` points)."""

@@ -36,10 +36,11 @@ from robeval.attacks.base import (
     is_nested,
     perturbation_norms,
 )
+from robeval.attacks.trace import loss_trend, tracing
 from robeval.eval.cells import Cell, batch_seed
 from robeval.eval.checks import attack_norms
 from robeval.eval.counting import PassCounter
-from robeval.results.store import BatchResult, Cost, ResultStore
+from robeval.results.store import BatchResult, Cost, PointTraces, ResultStore
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +132,9 @@ def run_attack(
                 state = store.read_batch(cell.key, batch)
             else:
                 start_from = state if cell.nested else initial  # reuse earlier successes only when nested
-                state, cost = _attack_points(model, attack, cell, xb, points, start_from, batch, batch_size, device)
-                store.write_batch(cell.key, batch, cost, state)
+                state, cost, traces = _attack_points(
+                    model, attack, cell, xb, points, start_from, batch, batch_size, device)
+                store.write_batch(cell.key, batch, cost, state, traces)
             if not minimal:
                 advance()
         if minimal:
@@ -154,22 +156,26 @@ def _initial_state(points: Points, xb: Tensor, norm: str) -> BatchResult:
 def _attack_points(
     model: nn.Module, attack: Attack, cell: Cell, xb: Tensor, points: Points, state: BatchResult,
     batch: int, batch_size: int, device: torch.device,
-) -> tuple[BatchResult, Cost]:
+) -> tuple[BatchResult, Cost, PointTraces]:
     """Attack the points of one batch that are clean-correct and not yet a success
-    (at the previous eps), in chunks of ``batch_size`` points; return the new state."""
+    (at the previous eps), in chunks of ``batch_size`` points; return the new state, the
+    cost and what the attack's path showed for each attacked point (free: recorded from
+    the passes the attack makes anyway, :mod:`robeval.attacks.trace`)."""
     tic = time.perf_counter()
     prev = torch.from_numpy(state.adv_pred)
     todo = ((points.clean_pred == points.label) & ~points.success(prev)).nonzero().flatten()
     adv_pred = prev.clone()
     norms = {name: torch.from_numpy(state.norm(name)).clone() for name in NORM_COLUMNS}
     counter = PassCounter(model)
+    traced: list[tuple[Tensor, np.ndarray, np.ndarray, np.ndarray]] = []
     if cell.eps > 0 and len(todo):
         generator = torch.Generator().manual_seed(batch_seed(cell.seed, cell.key, batch))
         for chunk in todo.split(batch_size):
             x_in = xb[points.local[chunk]].to(device)
             y_in = points.label[chunk].to(device)
             extra = {"target": points.target[chunk].to(device)} if cell.target is not None else {}
-            result = attack(counter, x_in, y_in, eps=cell.eps, generator=generator, **extra)
+            with tracing(len(chunk)) as trace:
+                result = attack(counter, x_in, y_in, eps=cell.eps, generator=generator, **extra)
             x_adv, own = attack_norms(x_in, result, eps=cell.eps, norm=cell.norm, attack=cell.attack)
             with torch.no_grad():
                 pred = model(x_adv.detach()).argmax(1).cpu()
@@ -177,13 +183,29 @@ def _attack_points(
             adv_pred[chunk] = pred
             for name, values in norms.items():
                 values[chunk] = found[name].double().cpu()
+            if trace.steps:
+                curves = trace.loss_curves()
+                traced.append((chunk, trace.seen_adversarial(), np.array([loss_trend(c) for c in curves]),
+                               np.array([len(c) for c in curves], dtype=np.int64)))
         if cell.minimal:  # a failed search has no adversarial: its norm is infinite
             failed = todo[~points.success(adv_pred)[todo]]
             for values in norms.values():
                 values[failed] = math.inf
     cost = Cost(time.perf_counter() - tic, counter.counts.forward, counter.counts.backward)
     new = state.replace(adv_pred=adv_pred.numpy(), **{k: v.numpy() for k, v in norms.items()})
-    return new, cost
+    return new, cost, _point_traces(points, traced)
+
+
+def _point_traces(points: Points, traced: list[tuple[Tensor, np.ndarray, np.ndarray, np.ndarray]]) -> PointTraces:
+    """The traced chunks of one batch as :class:`PointTraces` rows (points, not chunks)."""
+    if not traced:
+        return PointTraces.empty()
+    chunks = torch.cat([c for c, *_ in traced])
+    return PointTraces(
+        idx=points.idx[chunks].numpy(), target=points.target[chunks].numpy(),
+        iterate_adv=np.concatenate([t[1] for t in traced]), loss_trend=np.concatenate([t[2] for t in traced]),
+        steps=np.concatenate([t[3] for t in traced]),
+    )
 
 
 @contextmanager

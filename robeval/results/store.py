@@ -35,7 +35,17 @@ CREATE TABLE IF NOT EXISTS samples (
     l0 REAL NOT NULL, l2 REAL NOT NULL, linf REAL NOT NULL, attack_norm REAL NOT NULL, x_norm REAL NOT NULL,
     PRIMARY KEY (cell_key, idx, target)
 );
+CREATE TABLE IF NOT EXISTS point_traces (
+    cell_key TEXT NOT NULL, batch INTEGER NOT NULL, idx INTEGER NOT NULL, target INTEGER NOT NULL,
+    iterate_adv INTEGER NOT NULL, loss_trend REAL, steps INTEGER NOT NULL,
+    PRIMARY KEY (cell_key, idx, target)
+);
+CREATE TABLE IF NOT EXISTS checks (
+    check_key TEXT PRIMARY KEY, findings TEXT NOT NULL
+);
 """
+# point_traces and checks were added without a format change: a store written before it simply has
+# no traces for its batches (the path indicators then say how many points they saw).
 COLUMNS = ("idx", "target", "label", "clean_pred", "adv_pred", "l0", "l2", "linf", "attack_norm", "x_norm")
 
 
@@ -70,6 +80,24 @@ class BatchResult:
 
     def replace(self, **arrays: np.ndarray) -> BatchResult:
         return BatchResult(**{f.name: arrays.get(f.name, getattr(self, f.name)) for f in fields(self)})
+
+
+@dataclass(frozen=True)
+class PointTraces:
+    """What the attack's own path showed for the points it attacked in one batch (see
+    :mod:`robeval.attacks.trace`): whether some iterate was adversarial, the loss trend
+    over its last steps (NaN: too few steps or none recorded) and the number of steps."""
+
+    idx: np.ndarray
+    target: np.ndarray
+    iterate_adv: np.ndarray
+    loss_trend: np.ndarray
+    steps: np.ndarray
+
+    @classmethod
+    def empty(cls) -> PointTraces:
+        ints = np.zeros(0, dtype=np.int64)
+        return cls(ints, ints.copy(), np.zeros(0, dtype=bool), np.zeros(0), ints.copy())
 
 
 @dataclass(frozen=True)
@@ -130,16 +158,25 @@ class ResultStore:
         rows = self._conn.execute("SELECT batch FROM batches WHERE cell_key = ?", (cell_key,))
         return {int(r[0]) for r in rows}
 
-    def write_batch(self, cell_key: str, batch: int, cost: Cost, result: BatchResult) -> None:
-        """Store one batch atomically (points and the batch marker in one transaction)."""
+    def write_batch(
+        self, cell_key: str, batch: int, cost: Cost, result: BatchResult, traces: PointTraces | None = None,
+    ) -> None:
+        """Store one batch atomically (points, their path traces and the batch marker in
+        one transaction)."""
         arrays = [getattr(result, c) for c in COLUMNS]
         rows = [
             (cell_key, batch, int(i), int(t), int(lab), int(c), int(a), float(l0), float(l2), float(li), float(an),
              float(xn))
             for i, t, lab, c, a, l0, l2, li, an, xn in zip(*arrays, strict=True)
         ]
+        trace_rows = [] if traces is None else [
+            (cell_key, batch, int(i), int(t), int(bool(a)), None if np.isnan(trend) else float(trend), int(steps))
+            for i, t, a, trend, steps in zip(
+                traces.idx, traces.target, traces.iterate_adv, traces.loss_trend, traces.steps, strict=True)
+        ]
         with self._conn:
             self._conn.executemany("INSERT OR REPLACE INTO samples VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+            self._conn.executemany("INSERT OR REPLACE INTO point_traces VALUES (?,?,?,?,?,?,?)", trace_rows)
             self._conn.execute(
                 "INSERT OR REPLACE INTO batches VALUES (?, ?, ?, ?, ?)",
                 (cell_key, batch, cost.seconds, cost.forward, cost.backward),
@@ -159,6 +196,28 @@ class ResultStore:
         ).fetchall()
         return _to_result(rows)
 
+    def read_traces(self, cell_key: str) -> PointTraces:
+        """Every stored path trace of a cell (points attacked in batches written with one)."""
+        rows = self._conn.execute(
+            "SELECT idx, target, iterate_adv, loss_trend, steps FROM point_traces WHERE cell_key = ? "
+            "ORDER BY idx, target", (cell_key,),
+        ).fetchall()
+        if not rows:
+            return PointTraces.empty()
+        idx, target, adv, trend, steps = (np.asarray(c) for c in zip(*rows, strict=True))
+        trend = np.array([np.nan if v is None else v for v in trend], dtype=np.float64)  # NULL: no trend
+        return PointTraces(idx.astype(np.int64), target.astype(np.int64), adv.astype(bool), trend,
+                           steps.astype(np.int64))
+
+    def read_checks(self, check_key: str) -> list[dict] | None:
+        """Stored attack-failure findings (JSON objects) under ``check_key``, or None."""
+        row = self._conn.execute("SELECT findings FROM checks WHERE check_key = ?", (check_key,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def write_checks(self, check_key: str, findings: list[dict]) -> None:
+        with self._conn:
+            self._conn.execute("INSERT OR REPLACE INTO checks VALUES (?, ?)", (check_key, json.dumps(findings)))
+
     def cell_cost(self, cell_key: str) -> Cost:
         seconds, forward, backward = self._conn.execute(
             "SELECT COALESCE(SUM(seconds), 0), COALESCE(SUM(forward), 0), COALESCE(SUM(backward), 0) "
@@ -177,4 +236,4 @@ def _to_result(rows: list[tuple]) -> BatchResult:
     })
 
 
-__all__ = ["BatchResult", "Cost", "ResultStore"]
+__all__ = ["BatchResult", "Cost", "PointTraces", "ResultStore"]

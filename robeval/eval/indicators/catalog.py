@@ -1,0 +1,79 @@
+"""The indicators robeval runs: what each catches, when it fires, what it costs
+(``robeval ls indicators`` and the README's table). Thresholds live here as constants."""
+
+from __future__ import annotations
+
+from robeval.eval.indicators.base import IndicatorInfo, describe
+
+ZERO_GRADIENT_SHARE = 0.05  # unavailable-gradients: share of sample points with no usable gradient
+JUMP_SHARE = 0.10  # unstable-predictions: share of sample points whose loss jumps under tiny noise
+UNCONSTRAINED_FAILURES = 0.01  # unconstrained-failure: share of points not fooled with no bound
+GRADIENT_FREE_SHARE = 0.01  # gradient-free-beats-gradient: share of clean-correct points
+SILENT_SHARE = 0.0  # silent-success: any point
+RISING_TREND = 0.10  # incomplete-optimization: a failed point's loss still rising by this much ...
+RISING_SHARE = 0.50  # ... for more than this share of the failed points
+CURVE_ATOL = 1e-9  # inconsistent-results: tolerance on accuracies recomputed from the points
+LOGIT_RTOL_TEXT = "two forwards agree within 0.1%"
+
+UNAVAILABLE_GRADIENTS = describe(IndicatorInfo(
+    name="unavailable-gradients",
+    catches="input gradients that are NaN/inf, exactly zero (quantisation, saturated softmax) or missing "
+            "(detach, no_grad, a numpy round trip); names the module where the gradient stops",
+    fires_when=f"more than {ZERO_GRADIENT_SHARE:.0%} of the sample points have no usable gradient of the "
+               "attack's loss",
+    cost="one forward+backward pass on the sample per model and loss",
+))
+UNSTABLE_PREDICTIONS = describe(IndicatorInfo(
+    name="unstable-predictions",
+    catches="randomised defences (two forwards of the same input disagree) and shattered gradients (the loss "
+            "jumps under noise far smaller than eps, e.g. k-WTA, quantisation)",
+    fires_when="any prediction flips or a logit moves by more than 0.1% between two forwards, or more than "
+               f"{JUMP_SHARE:.0%} of the points' loss moves by more than 10x its first-order bound under "
+               "L-inf noise of size 1e-3",
+    cost="six forward passes on the sample per model",
+))
+SILENT_SUCCESS = describe(IndicatorInfo(
+    name="silent-success",
+    catches="an attack that passed an adversarial on its path but returned a later, non-adversarial iterate",
+    fires_when="any attacked point had an adversarial iterate that was not returned",
+    cost="free: recorded from the passes the attack makes anyway (iterative attacks that report their path)",
+))
+INCOMPLETE_OPTIMIZATION = describe(IndicatorInfo(
+    name="incomplete-optimization",
+    catches="too few steps: the loss of the points the attack failed on was still rising at the end",
+    fires_when=f"for more than {RISING_SHARE:.0%} of the failed points, the mean loss of the last quarter of "
+               f"the steps exceeds that of the quarter before by more than {RISING_TREND:.0%} of the loss's range",
+    cost="free: recorded from the attack's own path",
+))
+UNCONSTRAINED_FAILURE = describe(IndicatorInfo(
+    name="unconstrained-failure",
+    catches="an attack that cannot fool points even with no bound, which any input can: a failed search "
+            "(too few steps) or obfuscated gradients",
+    fires_when=f"more than {UNCONSTRAINED_FAILURES:.0%} of the points stay correctly classified: for a "
+               "minimal-norm search its failures over the whole run; for a budgeted attack a run at eps = "
+               "the whole box (L-inf 1, L2 sqrt(d), L0 d) on the sample",
+    cost="free for minimal-norm searches; one run of the attack on the sample for budgeted attacks",
+))
+GRADIENT_FREE_BEATS_GRADIENT = describe(IndicatorInfo(
+    name="gradient-free-beats-gradient",
+    catches="gradient masking: a gradient-free attack (noise, salt and pepper, Square) fools points the "
+            "white-box gradient attack missed at the same norm and eps",
+    fires_when=f"more than {GRADIENT_FREE_SHARE:.0%} of the clean-correct points (in the run's attacks; "
+               "with --checks full also a Square probe on the sample)",
+    cost="free from the run's points; full: one Square run (1000 queries) on the sample per eps",
+))
+PROBABILITY_OUTPUTS = describe(IndicatorInfo(
+    name="probability-outputs",
+    catches="models whose outputs are probabilities, so the attack's cross-entropy applies a second softmax",
+    fires_when="every output row on the sample is non-negative and sums to 1 (within 1e-3), for attacks on "
+               "the cross-entropy, unless the softmax is under BPDA",
+    cost="one forward pass on the sample per model",
+))
+INCONSISTENT_RESULTS = describe(IndicatorInfo(
+    name="inconsistent-results",
+    catches="tables that disagree with the per-point results they come from, and nested attacks whose "
+            "accuracy rises with eps",
+    fires_when="a reported accuracy differs from the recount over the stored points, or a nested attack's "
+               "accuracy at a larger eps is higher than at a smaller one",
+    cost="free: from the stored points",
+))

@@ -1,0 +1,210 @@
+"""Indicators read off what the run stored (free) or found by running the attack once
+more on the sample with no bound: silent-success, incomplete-optimization,
+unconstrained-failure and gradient-free-beats-gradient."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from robeval.attacks.base import BALL_NORMS, is_gradient_free, is_minimal
+from robeval.eval.cells import Cell
+from robeval.eval.checks import attack_norms
+from robeval.eval.indicators.base import Finding
+from robeval.eval.indicators.catalog import (
+    GRADIENT_FREE_SHARE,
+    RISING_SHARE,
+    RISING_TREND,
+    SILENT_SHARE,
+    UNCONSTRAINED_FAILURES,
+)
+from robeval.results.store import BatchResult, PointTraces, ResultStore
+from robeval.results.tables import cell_samples, success
+
+AttackCells = tuple[object, list[Cell]]
+
+
+def _aligned(traces: PointTraces, s: BatchResult) -> np.ndarray:
+    """Positions in ``s`` of the traced points (``-1`` where a point is not stored)."""
+    index = {(int(i), int(t)): k for k, (i, t) in enumerate(zip(s.idx, s.target, strict=True))}
+    return np.array([index.get((int(i), int(t)), -1) for i, t in zip(traces.idx, traces.target, strict=True)],
+                    dtype=np.int64)
+
+
+def path_findings(store: ResultStore, stored: dict[str, BatchResult], attack_cells: Sequence[AttackCells]) -> list[Finding]:
+    """silent-success and incomplete-optimization per cell, from the stored path traces."""
+    findings: list[Finding] = []
+    for _, cells in attack_cells:
+        keys = [cells[0].search()] if cells[0].minimal else cells
+        for cell in keys:
+            traces = store.read_traces(cell.store_key)
+            if len(traces.idx) == 0:
+                continue
+            s = stored[cell.store_key] if cell.minimal else cell_samples(cell, stored)
+            pos = _aligned(traces, s)
+            keep = pos >= 0
+            final = success(s)[pos[keep]]
+            eps = None if cell.minimal else float(cell.eps)
+            findings.append(_silent(cell, eps, traces.iterate_adv[keep], final))
+            findings.append(_incomplete(cell, eps, traces.loss_trend[keep], final))
+    return findings
+
+
+def _silent(cell: Cell, eps: float | None, seen: np.ndarray, final: np.ndarray) -> Finding:
+    silent = seen & ~final
+    share = float(silent.mean()) if len(silent) else 0.0
+    fired = share > SILENT_SHARE
+    detail = (f"{int(silent.sum())} of {len(silent)} attacked points had an adversarial iterate on the attack's path "
+              "that it did not return, so the number overstates robustness; run the attack with keep=best "
+              "(pgd's default: it keeps the first adversarial found)." if fired else
+              "no adversarial iterate was lost along the attack's path.")
+    return Finding(cell.model, cell.attack, eps, "silent-success", fired, share, SILENT_SHARE, detail, len(silent))
+
+
+def _incomplete(cell: Cell, eps: float | None, trend: np.ndarray, final: np.ndarray) -> Finding:
+    failed = ~final & np.isfinite(trend)
+    rising = failed & (trend > RISING_TREND)
+    share = float(rising.sum() / failed.sum()) if failed.any() else 0.0
+    fired = share > RISING_SHARE
+    name = cell.attack.split(":", 1)[0]
+    more = "pgd:steps=100 (or autoattack, whose APGD adapts its step size)" if name == "pgd" else \
+        f"{name} with more steps, or autoattack"
+    detail = (f"the loss of {share:.0%} of the {int(failed.sum())} points the attack failed on was still rising over "
+              f"its last steps: more steps would likely fool more; run {more}." if fired else
+              f"the loss had levelled off for {1 - share:.0%} of the {int(failed.sum())} points the attack failed on.")
+    return Finding(cell.model, cell.attack, eps, "incomplete-optimization", fired, share, RISING_SHARE, detail,
+                   int(failed.sum()))
+
+
+def box_eps(norm: str, x: Tensor) -> float | None:
+    """The budget that bounds nothing on [0, 1] images: L-inf 1, L2 the box diagonal, L0 every entry."""
+    d = x[0].numel()
+    return {"linf": 1.0, "l2": math.sqrt(d), "l0": float(d)}.get(norm)
+
+
+def _stronger(attack: str) -> str:
+    name = attack.split(":", 1)[0]
+    return {
+        "cw": "cw with its full search (steps=1000 or more, binary_search_steps=9) or deepfool",
+        "deepfool": "deepfool with more steps, or cw with its full search",
+        "pgd": "pgd:steps=100,restarts=5 or autoattack",
+        "fgsm": "pgd (iterative) or autoattack",
+        "fgm": "pgd:norm=l2 or autoattack:norm=l2",
+        "adef": "adef with more max_iter",
+        "salt-and-pepper": "salt-and-pepper with more steps",
+    }.get(name, "autoattack")
+
+
+def unconstrained_findings(
+    model: nn.Module, attack_cells: Sequence[AttackCells], stored: dict[str, BatchResult],
+    x: Tensor, y: Tensor, seed: int,
+) -> list[Finding]:
+    """unconstrained-failure per attack: a minimal-norm search's failures over the whole run
+    (free), or a budgeted attack run on the sample at eps = the whole box."""
+    findings: list[Finding] = []
+    for attack, cells in attack_cells:
+        first = cells[0]
+        if first.norm not in BALL_NORMS and not first.minimal:
+            continue  # noise scales and filters: no "whole box" to run at
+        if first.minimal:
+            s = stored[first.store_key]
+            clean_ok = s.clean_pred == s.label
+            failed = clean_ok & np.isinf(s.norm(first.norm))
+            n = int(clean_ok.sum())
+            share = float(failed.sum() / n) if n else 0.0
+            what = f"its unbounded search failed on {int(failed.sum())} of {n} clean-correct points"
+        else:
+            eps = box_eps(first.norm, x)
+            if eps is None or len(x) == 0:
+                continue
+            generator = torch.Generator().manual_seed(seed)
+            result = attack(model, x, y, eps=eps, generator=generator)  # type: ignore[operator]
+            x_adv, _ = attack_norms(x, result, eps=eps, norm=first.norm, attack=first.attack)
+            with torch.no_grad():
+                robust = (model(x_adv.detach()).argmax(1) == y).cpu()
+            n = len(y)
+            share = float(robust.float().mean())
+            what = f"run with no bound (eps = the whole box) it failed on {int(robust.sum())} of {n} sample points"
+        fired = share > UNCONSTRAINED_FAILURES
+        detail = (f"{what}, which any input can fool: the search is too short or the gradients are obfuscated, so "
+                  f"every eps overstates robustness; run {_stronger(first.attack)}." if fired else
+                  f"{what}.")
+        findings.append(Finding(first.model, first.attack, None, "unconstrained-failure", fired, share,
+                                UNCONSTRAINED_FAILURES, detail, n))
+    return findings
+
+
+def gradient_free_findings(attack_cells: Sequence[AttackCells], stored: dict[str, BatchResult]) -> list[Finding]:
+    """gradient-free-beats-gradient from the run's own points: a gradient-free attack of the
+    same norm and eps fooled points the gradient attack did not."""
+    findings: list[Finding] = []
+    free = [(a, c) for a, c in attack_cells if is_gradient_free(a) and c[0].norm in BALL_NORMS]
+    for attack, cells in attack_cells:
+        if is_gradient_free(attack) or cells[0].norm not in BALL_NORMS or cells[0].target is not None:
+            continue
+        for cell in cells:
+            if cell.eps <= 0 or math.isinf(cell.eps):
+                continue
+            mine = cell_samples(cell, stored)
+            for _, other_cells in free:
+                other = next((c for c in other_cells if c.norm == cell.norm and c.eps == cell.eps), None)
+                if other is None:
+                    continue
+                theirs = cell_samples(other, stored)
+                if not np.array_equal(mine.idx, theirs.idx) or not np.array_equal(mine.target, theirs.target):
+                    continue
+                clean_ok = mine.clean_pred == mine.label
+                missed = clean_ok & success(theirs) & ~success(mine)
+                n = int(clean_ok.sum())
+                share = float(missed.sum() / n) if n else 0.0
+                fired = share > GRADIENT_FREE_SHARE
+                detail = (f"the gradient-free {other.attack} fooled {int(missed.sum())} clean-correct points that "
+                          f"{cell.attack} did not at the same eps: gradient masking; run BPDA or EOT on the "
+                          "defence's masking step, or autoattack (its Square attack needs no gradients)." if fired
+                          else f"{other.attack} fooled no more points than {cell.attack} here.")
+                findings.append(Finding(cell.model, cell.attack, float(cell.eps), "gradient-free-beats-gradient",
+                                        fired, share, GRADIENT_FREE_SHARE, detail, n))
+    return findings
+
+
+def square_probe_findings(
+    model: nn.Module, attack_cells: Sequence[AttackCells], stored: dict[str, BatchResult],
+    x: Tensor, y: Tensor, sample_idx: np.ndarray, seed: int,
+) -> list[Finding]:
+    """``--checks full``: the Square attack (1000 queries; Andriushchenko et al. 2020) on the
+    sample at each gradient attack's largest eps, against that attack's stored points."""
+    from robeval.attacks import get as get_attack
+
+    findings: list[Finding] = []
+    for attack, cells in attack_cells:
+        finite = [c for c in cells if 0 < c.eps < math.inf]
+        if is_gradient_free(attack) or is_minimal(attack) or not finite or finite[0].norm not in ("linf", "l2"):
+            continue
+        if cells[0].target is not None or len(x) == 0:
+            continue
+        cell = finite[-1]
+        s = cell_samples(cell, stored)
+        where = {int(i): k for k, i in enumerate(s.idx)}
+        rows = [where.get(int(i), -1) for i in sample_idx]
+        if min(rows) < 0:
+            continue
+        robust = torch.from_numpy(~success(s)[rows])
+        square = get_attack(f"autoattack:version=custom,attacks=square,n_queries=1000,norm={cell.norm}")
+        generator = torch.Generator().manual_seed(seed)
+        x_adv, _ = attack_norms(x, square(model, x, y, eps=cell.eps, generator=generator), eps=cell.eps,
+                                norm=cell.norm, attack="square (check)")
+        with torch.no_grad():
+            fooled = (model(x_adv).argmax(1) != y).cpu()
+        missed = fooled & robust
+        share = float(missed.float().mean())
+        fired = share > GRADIENT_FREE_SHARE
+        detail = (f"Square (1000 queries, no gradients) fooled {int(missed.sum())} of {len(y)} sample points that "
+                  f"{cell.attack} did not at eps {cell.eps:g}: gradient masking; run autoattack, BPDA or EOT." if fired
+                  else f"Square (1000 queries) fooled no sample point that {cell.attack} missed at eps {cell.eps:g}.")
+        findings.append(Finding(cell.model, cell.attack, float(cell.eps), "gradient-free-beats-gradient", fired,
+                                share, GRADIENT_FREE_SHARE, detail, len(y)))
+    return findings

@@ -29,7 +29,7 @@ def _rows(registry: Registry, prefix: str = "") -> list[tuple[str, str]]:
 
 def listing(kind: str) -> list[tuple[str, str]]:
     """(name, one-line description) rows for ``attacks``, ``models``, ``datasets``,
-    ``objectives`` or ``regularisers``."""
+    ``objectives``, ``regularisers`` or ``indicators``."""
     key = kind.lower().rstrip("s")
     if key == "attack":
         from robeval.attacks import attacks
@@ -51,5 +51,10 @@ def listing(kind: str) -> list[tuple[str, str]]:
         from robeval.train import regularisers
 
         return _rows(regularisers)
-    known = ["attacks", "models", "datasets", "objectives", "regularisers"]
+    if key == "indicator":
+        from robeval.eval.indicators import indicators
+
+        return [(name, f"[{info.level}] {info.catches}; fires when {info.fires_when}; cost: {info.cost}")
+                for name, info in indicators.items()]
+    known = ["attacks", "models", "datasets", "objectives", "regularisers", "indicators"]
     raise RobevalError(unknown_name_message("list", kind, known, see_also=False))

@@ -126,7 +126,7 @@ class PGDAugmented(_Augmented):
     @property
     def attack(self) -> PGD:
         return PGD(steps=self.steps, rel_stepsize=0.2, abs_stepsize=self.step_size,
-                   random_start=self.random_start)
+                   random_start=self.random_start, keep="last")  # the papers' last iterate
 
     def perturb(self, model: nn.Module, x: Tensor, labels: Tensor,
                 generator: torch.Generator | None) -> Tensor:

@@ -101,7 +101,8 @@ class _PGDAdversary:
 
     @property
     def attack(self) -> PGD:
-        return PGD(steps=self.steps, abs_stepsize=self.step_size, random_start=self.random_start)
+        return PGD(steps=self.steps, abs_stepsize=self.step_size, random_start=self.random_start,
+                   keep="last")  # Madry et al. train on the last iterate, not the first adversarial
 
     def adversarial(
         self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator | None = None

@@ -178,7 +178,7 @@ class SGR:
         from robeval.attacks import get as get_attack
 
         if self.source == "pgd":
-            attack, eps = get_attack("pgd", steps=self.steps, rel_stepsize=0.2, random_start=False), self.eps
+            attack, eps = get_attack("pgd", steps=self.steps, rel_stepsize=0.2, random_start=False, keep="last"), self.eps
         else:
             attack, eps = get_attack("deepfool", steps=self.steps), math.inf
         with eval_mode(model):

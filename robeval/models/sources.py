@@ -35,6 +35,10 @@ class LoadedModel:
     meta: CheckpointMeta | None
     #: No gradients (e.g. an ONNX model run by onnxruntime): only gradient-free attacks.
     black_box: bool = False
+    #: Submodules (dotted names) the model declares for BPDA, whose backward pass attacks
+    #: replace by the identity (:mod:`robeval.models.bpda`); from a ``file.py:factory``'s
+    #: info ``"bpda"`` (or plug-in's), empty for other sources.
+    bpda: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from robeval.errors import RobevalError
+from robeval.models.bpda import as_module_names, declared_bpda, resolve_module_name
 from robeval.models.checkpoint import CheckpointMeta
 from robeval.models.normalize import ResizeInput
 from robeval.models.source_utils import (
@@ -140,8 +141,12 @@ def model_from_factory(
     factory: Callable[..., Any], kwargs: Mapping[str, Any], *, what: str
 ) -> tuple[nn.Module, CheckpointMeta | None]:
     """Call ``factory(**kwargs)``; it returns an ``nn.Module`` or ``(module, info)`` where
-    ``info`` may give mean, std, classes, input_shape, dataset. The module is wrapped in
-    Normalize when mean/std are given; a meta is made when dataset and input_shape are."""
+    ``info`` may give mean, std, classes, input_shape, dataset and bpda. The module is
+    wrapped in Normalize when mean/std are given; a meta is made when dataset and
+    input_shape are. ``"bpda": ["quantize", ...]`` names submodules (dotted names in the
+    factory's module) whose backward pass is to be the identity (BPDA, see
+    :mod:`robeval.models.bpda`); they are checked to exist and stored on the returned
+    model as ``bpda_modules``, which :func:`robeval.models.bpda.declared_bpda` reads."""
     try:
         result = factory(**kwargs)
     except TypeError as exc:
@@ -153,12 +158,20 @@ def model_from_factory(
         result, info = result
     if not isinstance(result, nn.Module):
         raise RobevalError(f"{what} returned {type(result).__name__}, not an nn.Module")
-    unknown = sorted(set(info) - {"mean", "std", "classes", "input_shape", "dataset"})
+    unknown = sorted(set(info) - {"mean", "std", "classes", "input_shape", "dataset", "bpda"})
     if unknown:
         raise RobevalError(f"{what} returned unknown info keys {unknown}")
     mean = tuple(float(v) for v in _seq(info["mean"])) if info.get("mean") is not None else None
     std = tuple(float(v) for v in _seq(info["std"])) if info.get("std") is not None else None
     model = wrap_normalize(result, mean, std).eval()
+    if info.get("bpda") is not None:
+        names = as_module_names(info["bpda"], what=f"{what}'s info 'bpda'")
+        for name in names:
+            try:
+                resolve_module_name(model, name)
+            except RobevalError as exc:
+                raise RobevalError(f"{what}'s info 'bpda': {exc}") from None
+        model.bpda_modules = tuple(dict.fromkeys((*declared_bpda(model), *names)))
     meta = None
     if info.get("dataset") is not None:
         if info.get("input_shape") is None:
@@ -223,7 +236,9 @@ def load_python_file(rest: str, source: str, context: SourceContext = NO_CONTEXT
     model, meta = model_from_factory(factory, kwargs, what=what)
     spec_text = f"{factory_name}:{sorted(kwargs.items())!r}"
     identity = f"file:sha256:{file_sha256(path)}:{hashlib.sha256(spec_text.encode()).hexdigest()[:16]}"
-    return LoadedModel(model=model, name=path.stem, source=source, identity=identity, meta=meta)
+    return LoadedModel(
+        model=model, name=path.stem, source=source, identity=identity, meta=meta, bpda=declared_bpda(model)
+    )
 
 
 # --------------------------------------------------------------------------- plug-ins
@@ -268,7 +283,10 @@ class _PluginSource:
         version = f"{dist.name}=={dist.version}" if dist is not None else entry.value
         spec_text = f"{entry.value}:{sorted(kwargs.items())!r}"
         identity = f"plugin:{name.lower()}:{version}:{hashlib.sha256(spec_text.encode()).hexdigest()[:16]}"
-        return LoadedModel(model=model, name=name.lower(), source=source, identity=identity, meta=meta)
+        return LoadedModel(
+            model=model, name=name.lower(), source=source, identity=identity, meta=meta,
+            bpda=declared_bpda(model),
+        )
 
 
 model_sources.register("plugin")(_PluginSource())

@@ -25,7 +25,7 @@ app = typer.Typer(
 )
 out_console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
-LS_KINDS = ("attacks", "models", "datasets", "objectives", "regularisers")
+LS_KINDS = ("attacks", "models", "datasets", "objectives", "regularisers", "indicators")
 
 
 @contextmanager
@@ -208,8 +208,8 @@ def transfer(
 
 
 @app.command("ls")
-def ls(kind: Annotated[str, typer.Argument(help="attacks, models, datasets, objectives or regularisers")]) -> None:
-    """List the registered attacks, models, data sets, objectives or regularisers."""
+def ls(kind: Annotated[str, typer.Argument(help="attacks, models, datasets, objectives, regularisers or indicators")]) -> None:
+    """List the registered attacks, models, data sets, objectives, regularisers or attack-failure indicators."""
     with user_errors():
         from robeval.listing import listing
 
@@ -261,7 +261,7 @@ def leaderboard(
         from robeval.atomic import atomic_write_text
         from robeval.results.leaderboard import leaderboard as build
         from robeval.results.leaderboard import leaderboard_markdown
-        from robeval.results.robustbench_json import to_model_info, write_model_info
+        from robeval.results.robustbench_json import model_info_filename, to_model_info, write_model_info
         from robeval.results.tables import format_eps
 
         frame = build(list(sources))
@@ -270,14 +270,15 @@ def leaderboard(
         atomic_write_text(out, frame.to_csv(index=False))
         atomic_write_text(md_path, text)
         table = Table(title="leaderboard (accuracy %, * = unreliable)")
-        for name in ("#", "model", "dataset", "norm", "eps", "clean", "worst case", "autoattack", "n", "from"):
-            table.add_column(name, justify="left" if name in ("model", "dataset", "norm", "from") else "right")
+        for name in ("#", "model", "dataset", "threat model", "eps", "clean", "worst case", "autoattack", "n", "from"):
+            table.add_column(name, justify="left" if name in ("model", "dataset", "threat model", "from") else "right")
         def pct(v) -> str:
             return "" if v is None or math.isnan(float(v)) else f"{100 * float(v):.2f}"
 
         for row in frame.to_dict("records"):
             table.add_row(
-                str(row["rank"]), escape(str(row["model"])), escape(str(row["dataset"])), escape(str(row["norm"])),
+                str(row["rank"]), escape(str(row["model"])), escape(str(row["dataset"])),
+                escape(str(row.get("threat") or row["norm"])),
                 "" if math.isnan(float(row["eps"])) else format_eps(float(row["eps"])), pct(row["clean_acc"]),
                 pct(row["worst_case_acc"]) + ("*" if row["unreliable"] else ""), pct(row["autoattack_acc"]),
                 "" if pd.isna(row["n"]) else str(int(row["n"])), escape(str(row["worst_case_from"])),
@@ -286,10 +287,7 @@ def leaderboard(
         written = [str(out), str(md_path)]
         if model_info_dir is not None:
             for row in frame.to_dict("records"):
-                eps = "" if math.isnan(float(row["eps"])) else format_eps(float(row["eps"])).replace("/", "_")
-                stem = "_".join(str(p) for p in (row["model"], row["dataset"], row["norm"], eps) if str(p))
-                safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem) or "model"
-                write_model_info(model_info_dir / f"{safe}.json", to_model_info(row))
+                write_model_info(model_info_dir / model_info_filename(row), to_model_info(row))
             written.append(f"{len(frame)} model_info files in {model_info_dir}/")
         out_console.print(f"wrote {', '.join(written)}", highlight=False)
 

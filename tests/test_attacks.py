@@ -193,3 +193,83 @@ def test_fgsm_is_one_signed_gradient_step(digits_model, digits_test) -> None:
     (grad,) = torch.autograd.grad(loss, x_req)
     expected = (x + 0.1 * grad.sign()).clamp(0, 1)
     assert torch.allclose(robeval.attacks.get("fgsm")(digits_model, x, y, eps=0.1), expected)
+
+
+# --- nested must be declared ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _ForgotNested:
+    """A plug-in noise attack that forgot to say it is not nested."""
+
+    name: ClassVar[str] = "forgot"
+    minimal: ClassVar[bool] = False
+    targeted: ClassVar[bool] = False
+    norm: str = "scale"
+
+    def __call__(self, model, x, y, *, eps, generator=None, target=None):
+        return (x + eps * torch.randn(x.shape, generator=generator)).clamp(0, 1)
+
+
+@dataclass(frozen=True)
+class _DeclaresNested(_ForgotNested):
+    name: ClassVar[str] = "declares"
+    nested: ClassVar[bool] = False
+
+
+@dataclass(frozen=True)
+class _InheritsNested(_DeclaresNested):
+    name: ClassVar[str] = "inherits"
+
+
+@dataclass(frozen=True)
+class _NestedField(_ForgotNested):
+    name: ClassVar[str] = "field"
+    nested: bool = False  # a parameter, not a declaration
+
+
+@pytest.fixture
+def require_nested(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The registration check on, whatever the module's switch says."""
+    from robeval.attacks import registry
+
+    monkeypatch.setattr(registry, "REQUIRE_NESTED", True)
+
+
+def test_registering_an_attack_without_nested_is_refused(require_nested) -> None:
+    with pytest.raises(TypeError, match=r"does not declare whether it is nested.*nested: ClassVar\[bool\] = True.*"
+                                        r"nested: ClassVar\[bool\] = False"):
+        attacks.register("forgot")(_ForgotNested)
+    assert "forgot" not in attacks
+    with pytest.raises(TypeError, match="dataclass field"):
+        attacks.register("field")(_NestedField)
+    assert "field" not in attacks
+
+
+@pytest.mark.parametrize("cls", [_DeclaresNested, _InheritsNested])
+def test_registering_an_attack_that_declares_nested_works(require_nested, cls) -> None:
+    name = cls.name
+    try:
+        assert attacks.register(name)(cls) is cls
+        attack = robeval.attacks.get(name)
+        assert is_nested(attack) is False
+    finally:
+        attacks.unregister(name)
+
+
+def test_every_registered_attack_declares_nested() -> None:
+    from robeval.attacks import registry
+
+    if not registry.REQUIRE_NESTED:
+        pytest.skip("REQUIRE_NESTED is off until every built-in attack declares nested")
+    for name, cls in attacks.items():
+        registry.check_nested(cls, name)
+        assert isinstance(registry.nested_declaration(cls), bool)
+
+
+def test_is_nested_has_no_default(require_nested) -> None:
+    from robeval.errors import AttackContractError
+
+    with pytest.raises(AttackContractError, match="does not declare `nested`"):
+        is_nested(_ForgotNested())
+    assert is_nested(_DeclaresNested()) is False

@@ -1,5 +1,6 @@
 """The ``autoattack`` attack: agreement with pyautoattack itself, the attack contract's
-invariants, strength against PGD, determinism, parameter errors, and a run end to end."""
+invariants, strength against PGD, determinism, parameter errors, a run end to end, the
+library's sub-attack order and the record of which sub-attack broke each point."""
 
 from __future__ import annotations
 
@@ -191,3 +192,35 @@ def test_evaluate_end_to_end(digits_checkpoint, tmp_path) -> None:
     at_zero = float(rows.loc[rows["eps"] == 0.0, "robust_acc"].iloc[0])
     at_eps = float(rows.loc[rows["eps"] == 0.1, "robust_acc"].iloc[0])
     assert at_zero == clean and at_eps < clean - 0.1
+
+
+@pytest.mark.parametrize("version", ["standard", "plus", "rand"])
+def test_run_order_is_the_library_order(digits_model, version: str) -> None:
+    aa = LibraryAutoAttack(digits_model, eps=EPS, norm="Linf", seed=0, version=version)
+    assert robeval.attacks.get(f"autoattack:version={version}").run_order() == tuple(aa.attacks_to_run)
+    custom = robeval.attacks.get("autoattack:version=custom,attacks=square+apgd-ce")
+    assert custom.run_order() == ("square", "apgd-ce")
+
+
+def test_recording_says_which_sub_attack_broke_each_point(digits_model, digits_test) -> None:
+    """Recording changes nothing of the run; every point the adversarials break is
+    attributed to one sub-attack, the others to none; a point broken by apgd-ce was
+    never given to square, so its adversarial is apgd-ce's own."""
+    from robeval.attacks.autoattack import recording
+
+    x, y = (t[:40] for t in digits_test)
+    attack = robeval.attacks.get("autoattack:version=custom,attacks=apgd-ce+square,n_iter=3,n_queries=20")
+    plain = attack(digits_model, x, y, eps=EPS, generator=torch.Generator().manual_seed(2))
+    with recording() as records:
+        recorded = attack(digits_model, x, y, eps=EPS, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(plain, recorded)
+    (record,) = records
+    assert record.sub_attacks == ("apgd-ce", "square") and record.seed == 2
+    with torch.no_grad():
+        broken = ((digits_model(x).argmax(1) == y) & (digits_model(recorded).argmax(1) != y)).numpy()
+    assert ((record.broken_by >= 0) == broken).all() and broken.any()
+    assert set(record.names()[broken]) <= {"apgd-ce", "square"} and set(record.names()[~broken]) == {""}
+    apgd_only = robeval.attacks.get("autoattack:version=custom,attacks=apgd-ce,n_iter=3")(
+        digits_model, x, y, eps=EPS, generator=torch.Generator().manual_seed(2))
+    by_apgd = record.broken_by == 0
+    assert torch.equal(recorded[by_apgd], apgd_only[by_apgd])

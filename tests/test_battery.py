@@ -44,7 +44,7 @@ def test_pass_counter_counts_images_through_forward_and_backward(digits_model, d
     assert (counter.counts.forward, counter.counts.backward) == (10, 0)
     loss_gradient(counter, x[:7], y[:7])  # autograd.grad w.r.t. the input
     assert (counter.counts.forward, counter.counts.backward) == (17, 7)
-    robeval.attacks.get("pgd:steps=4")(counter, x[:5], y[:5], eps=0.1, generator=torch.Generator().manual_seed(0))
+    robeval.attacks.get("pgd:steps=4,keep=last")(counter, x[:5], y[:5], eps=0.1, generator=torch.Generator().manual_seed(0))
     assert (counter.counts.forward, counter.counts.backward) == (37, 27)
 
 
@@ -107,6 +107,7 @@ class _LineSearch:
     name: ClassVar[str] = "linesearch"
     minimal: ClassVar[bool] = True
     targeted: ClassVar[bool] = False
+    nested: ClassVar[bool] = True
     norm: str = "linf"
     t_max: float = 0.3
 
@@ -320,6 +321,7 @@ class _LyingDeformation:
     name: ClassVar[str] = "liar"
     minimal: ClassVar[bool] = False
     targeted: ClassVar[bool] = False
+    nested: ClassVar[bool] = True
     norm: str = "field"
     over_budget: bool = False
 

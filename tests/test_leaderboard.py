@@ -14,6 +14,7 @@ from robeval.errors import RobevalError
 from robeval.results.leaderboard import leaderboard, leaderboard_markdown
 from robeval.results.robustbench_json import (
     from_model_info,
+    model_info_filename,
     read_model_info,
     to_model_info,
     write_model_info,
@@ -198,3 +199,146 @@ def test_cli_writes_files_and_bad_path_is_one_line(tmp_path):
 def test_no_sources_is_an_error():
     with pytest.raises(RobevalError):
         leaderboard([])
+
+
+# --- threat models of non-ball norms -------------------------------------------------------
+
+CHECK_COLUMNS = [*RESULT_COLUMNS, *[c for c in ("unreliable", "indicators") if c not in RESULT_COLUMNS]]
+
+
+def _write(path, results, *, checked=True):
+    """A results CSV with (``checked``) or without (an old file) the indicator columns."""
+    frame = pd.DataFrame(results, columns=CHECK_COLUMNS)
+    if checked:
+        frame["unreliable"] = frame["unreliable"].map(lambda v: v is True or v == "True")
+        frame["indicators"] = frame["indicators"].fillna("")
+    else:
+        frame = frame.drop(columns=["unreliable", "indicators"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_scale_attacks_are_never_merged_into_one_worst_case(tmp_path):
+    """gaussian and lowpass at the same eps as pgd: eps is a std for one, ignored by the
+    other, a ball radius for pgd -- three threat models, three rows, three rankings."""
+    results = [
+        _result("m", "pgd", 0.1, 4, 1.0, 0.75), _result("m", "fgsm", 0.1, 4, 1.0, 0.5),
+        _result("m", "gaussian", 0.1, 4, 1.0, 0.25, norm="scale"),
+        _result("m", "lowpass:radius=1.5", 0.1, 4, 1.0, 0.0, norm="scale"),
+        _result("o", "gaussian", 0.1, 4, 1.0, 0.5, norm="scale"),
+    ]
+    masks = {"pgd": [1, 1, 1, 0], "fgsm": [1, 1, 0, 0], "gaussian": [1, 0, 0, 0], "lowpass:radius=1.5": [0, 0, 0, 0]}
+    samples = [r for a, mask in masks.items() for r in _samples("m", a, 0.1, mask)]
+    samples += _samples("o", "gaussian", 0.1, [1, 1, 0, 0])
+    run = _run_dir(tmp_path / "run", results, samples)
+    for source in (run, run / "results.csv"):  # per sample, and from the bare CSV
+        frame = leaderboard([source])
+        mine = frame[frame["model"] == "m"].set_index("threat")
+        assert sorted(mine.index) == ["linf", "scale (gaussian)", "scale (lowpass:radius=1.5)"]
+        assert mine.loc["linf", "attacks"] == 2 and mine.loc["linf", "worst_case_acc"] == 0.5
+        assert mine.loc["scale (gaussian)", "worst_case_acc"] == 0.25
+        assert mine.loc["scale (gaussian)", "attacks"] == 1 and pd.isna(mine.loc["scale (gaussian)", "acc:pgd"])
+        assert mine.loc["scale (lowpass:radius=1.5)", "worst_case_acc"] == 0.0
+        assert set(mine["norm"]) == {"linf", "scale"}
+        # a non-ball threat model is its one attack: not flagged for being one attack
+        assert not mine.loc["scale (gaussian)", "unreliable"]
+        assert not mine.loc["scale (lowpass:radius=1.5)", "unreliable"]
+        # ranked within its own threat model: o beats m under gaussian, m is alone under lowpass
+        gauss = frame[frame["threat"] == "scale (gaussian)"]
+        assert list(gauss["model"]) == ["o", "m"] and list(gauss["rank"]) == [1, 2]
+        assert frame[frame["threat"] == "scale (lowpass:radius=1.5)"]["rank"].tolist() == [1]
+    md = leaderboard_markdown(leaderboard([run]))
+    assert "| scale (gaussian) |" in md and "| scale (lowpass:radius=1.5) |" in md
+    # each row is its own RobustBench entry, and comes back into its own threat model
+    board = leaderboard([run])
+    names = {model_info_filename(r) for r in board.to_dict("records")}
+    assert len(names) == len(board)
+    for row in board.to_dict("records"):
+        back = from_model_info(to_model_info(row))
+        assert back["threat"] == row["threat"] and back["norm"] == row["norm"]
+    folder = tmp_path / "mi"
+    for row in board.to_dict("records"):
+        write_model_info(folder / model_info_filename(row), to_model_info(row))
+    again = leaderboard([folder])
+    assert sorted(again["threat"]) == sorted(board["threat"])
+
+
+# --- attack-failure indicators -------------------------------------------------------------
+
+
+def test_fired_indicators_make_a_row_unreliable(tmp_path):
+    results = [
+        _result("m", "fgsm", 0.1, 4, 1.0, 0.5, unreliable=True, indicators="zero-grad;flat-loss"),
+        _result("m", "pgd", 0.1, 4, 1.0, 0.5, unreliable=True, indicators="flat-loss"),
+        _result("m", "deepfool", 0.1, 4, 1.0, 0.75, unreliable=False, indicators=""),
+        _result("m", "pgd", 0.2, 4, 1.0, 0.25, unreliable=False, indicators=""),
+        _result("m", "fgsm", 0.2, 4, 1.0, 0.25, unreliable=False, indicators=""),
+        _result("ok", "pgd", 0.1, 4, 1.0, 0.5, unreliable=False, indicators=""),
+        _result("ok", "fgsm", 0.1, 4, 1.0, 0.5, unreliable=False, indicators=""),
+    ]
+    masks = {("m", "fgsm", 0.1): [1, 1, 0, 0], ("m", "pgd", 0.1): [1, 1, 0, 0], ("m", "deepfool", 0.1): [1, 1, 1, 0],
+             ("m", "pgd", 0.2): [1, 0, 0, 0], ("m", "fgsm", 0.2): [1, 0, 0, 0],
+             ("ok", "pgd", 0.1): [1, 1, 0, 0], ("ok", "fgsm", 0.1): [1, 1, 0, 0]}
+    run = tmp_path / "run"
+    _write(run / "results.csv", results)
+    samples = [r for (model, attack, eps), mask in masks.items() for r in _samples(model, attack, eps, mask)]
+    pd.DataFrame(samples, columns=SAMPLE_COLUMNS).to_csv(run / "samples.csv", index=False)
+    frame = leaderboard([run]).set_index(["model", "eps"])
+    flagged = frame.loc[("m", 0.1)]
+    assert flagged["worst_case_from"] == "samples" and flagged["unreliable"]  # per sample, but an attack failed
+    assert flagged["indicators"] == "fgsm: zero-grad;flat-loss | pgd: flat-loss"  # attacks sorted, names as given
+    assert flagged["checked"]
+    for key in [("m", 0.2), ("ok", 0.1)]:
+        assert not frame.loc[key, "unreliable"] and frame.loc[key, "indicators"] == "" and frame.loc[key, "checked"]
+    board = leaderboard([run])
+    md = leaderboard_markdown(board)
+    line = next(x for x in md.splitlines() if x.startswith("| ") and "| m |" in x and "| 0.1 |" in x)
+    assert "50.00*" in line
+    assert "attack-failure indicators fired: fgsm: zero-grad;flat-loss | pgd: flat-loss" in md
+    assert "not checked" not in md
+    # the RobustBench entry never says "unreliable": false for it, whatever it is told
+    row = board[(board["model"] == "m") & (board["eps"] == 0.1)].iloc[0].to_dict()
+    for info in (to_model_info(row), to_model_info(row, unreliable=False)):
+        assert info["unreliable"] is True and info["robeval"]["unreliable"] is True
+        assert "flat-loss" in info["footnote"]
+    back = from_model_info(to_model_info(row))
+    assert back["unreliable"] and back["indicators"] == row["indicators"]
+    assert to_model_info(back) == to_model_info(row)
+    # also from a leaderboard CSV read back (strings, not bools)
+    board.to_csv(tmp_path / "lb.csv", index=False)
+    read = pd.read_csv(tmp_path / "lb.csv", keep_default_na=False)
+    as_text = read[(read["model"] == "m") & (read["eps"] == 0.1)].iloc[0].to_dict()
+    assert to_model_info({**as_text, "unreliable": "False"})["unreliable"] is True  # indicators alone suffice
+    good = read[(read["model"] == "ok")].iloc[0].to_dict()
+    assert to_model_info(good)["unreliable"] is False
+
+
+def test_a_flag_without_names_still_counts(tmp_path):
+    results = [_result("m", "fgsm", 0.1, 4, 1.0, 0.5, unreliable=True, indicators=""),
+               _result("m", "pgd", 0.1, 4, 1.0, 0.5, unreliable=False, indicators="")]
+    row = leaderboard([_write(tmp_path / "results.csv", results)]).iloc[0]
+    assert row["unreliable"] and row["indicators"] == "fgsm: flagged"
+
+
+def test_old_results_are_not_flagged_but_not_checked(tmp_path):
+    old = _two_attack_run(tmp_path / "old", "m", [1, 1, 0, 0], [0, 0, 1, 1])
+    results = pd.read_csv(old / "results.csv").drop(columns=["unreliable", "indicators"], errors="ignore")
+    results.to_csv(old / "results.csv", index=False)
+    row = leaderboard([old]).iloc[0]
+    assert not row["unreliable"] and row["indicators"] == "" and not row["checked"]
+    md = leaderboard_markdown(leaderboard([old]))
+    assert "Attack-failure checks: not checked for 1 of 1 rows" in md
+    # merged with a checked run of another model: only the old row is unchecked
+    new = tmp_path / "new"
+    _write(new / "results.csv", [_result("n", "autoattack", 0.1, 4, 1.0, 0.5, unreliable=False, indicators="")])
+    both = leaderboard([old, new]).set_index("model")
+    assert both.loc["n", "checked"] and not both.loc["m", "checked"] and not both.loc["n", "unreliable"]
+    assert "not checked for 1 of 2 rows" in leaderboard_markdown(leaderboard([old, new]))
+    # `--checks off` writes the columns but leaves `unreliable` empty: not known, not false
+    off = tmp_path / "off"
+    _write(off / "results.csv", [_result("n", "autoattack", 0.1, 4, 1.0, 0.5)], checked=False)
+    frame = pd.read_csv(off / "results.csv").assign(unreliable=pd.NA, indicators="")
+    frame.to_csv(off / "results.csv", index=False)
+    row = leaderboard([off]).iloc[0]
+    assert not row["unreliable"] and not row["checked"]

@@ -83,7 +83,7 @@ def test_logit_pairing_loss_is_ce_adv_plus_gamma_kl_adv_clean(batch) -> None:
     model = tiny_model()
     obj = get_objective("logit-pairing:gamma=2.5,eps=0.1,steps=4,step_size=0.03")
     x_adv = obj.adversarial(model, x, y, gen(2))
-    reference = PGD(steps=4, abs_stepsize=0.03)(model, x, y, eps=0.1, generator=gen(2))
+    reference = PGD(steps=4, abs_stepsize=0.03, keep="last")(model, x, y, eps=0.1, generator=gen(2))
     assert torch.equal(x_adv, reference)  # robeval's PGD on the true labels
     loss, logits = obj(model, x, y, generator=gen(2))
     with torch.no_grad():
@@ -112,7 +112,7 @@ def test_pgd_at_loss_is_ce_of_pgd_adversarials_and_returns_clean_logits(batch) -
     model = tiny_model()
     obj = get_objective("pgd-at:eps=0.1,steps=3,step_size=0.04")
     loss, logits = obj(model, x, y, generator=gen(3))
-    x_adv = PGD(steps=3, abs_stepsize=0.04)(model, x, y, eps=0.1, generator=gen(3))
+    x_adv = PGD(steps=3, abs_stepsize=0.04, keep="last")(model, x, y, eps=0.1, generator=gen(3))
     with torch.no_grad():
         assert float(loss.detach()) == pytest.approx(float(F.cross_entropy(model(x_adv), y)), rel=1e-6)
         assert torch.allclose(logits, model(x))
@@ -120,7 +120,7 @@ def test_pgd_at_loss_is_ce_of_pgd_adversarials_and_returns_clean_logits(batch) -
 
 @pytest.mark.parametrize(("spec", "attack"), [
     ("fgsm-aug:eps=0.1", lambda m, x, lab: FGSM()(m, x, lab, eps=0.1)),
-    ("pgd-aug:eps=0.1,steps=3", lambda m, x, lab: PGD(steps=3, rel_stepsize=0.2)(m, x, lab, eps=0.1,
+    ("pgd-aug:eps=0.1,steps=3", lambda m, x, lab: PGD(steps=3, rel_stepsize=0.2, keep="last")(m, x, lab, eps=0.1,
                                                                                   generator=gen(4))),
 ])
 def test_augmented_attack_the_models_own_predictions(spec, attack, batch) -> None:

@@ -1,25 +1,35 @@
-"""robeval's PGD against foolbox 3's LinfPGD / L2PGD on the same model, data and settings."""
+"""robeval's PGD against foolbox 3's LinfPGD / L2PGD on the same model, data and settings.
+
+``keep=last`` is foolbox's loop step for step, so the adversarials agree within 1e-4;
+the default ``keep=best`` walks the same path but keeps a point's first adversarial
+iterate, so it fools every point foolbox fools (and possibly more)."""
 
 from __future__ import annotations
 
 import foolbox as fb
 import pytest
+import torch
 
 import robeval
 from tests.attack_checks import accuracy
 
+SETTINGS = [("linf", 0.05, 10, 0.25), ("linf", 0.1, 20, 0.1), ("l2", 0.5, 10, 0.25), ("l2", 1.0, 20, 0.1)]
 
-@pytest.mark.parametrize(
-    ("norm", "eps", "steps", "rel_stepsize"),
-    [("linf", 0.05, 10, 0.25), ("linf", 0.1, 20, 0.1), ("l2", 0.5, 10, 0.25), ("l2", 1.0, 20, 0.1)],
-)
-def test_pgd_agrees_with_foolbox(digits_model, digits_test, norm, eps, steps, rel_stepsize) -> None:
-    x, y = digits_test
-    fmodel = fb.PyTorchModel(digits_model, bounds=(0, 1))
+
+def _foolbox(model, x, y, norm, eps, steps, rel_stepsize):
+    fmodel = fb.PyTorchModel(model, bounds=(0, 1))
     cls = fb.attacks.LinfPGD if norm == "linf" else fb.attacks.L2PGD
     reference = cls(steps=steps, rel_stepsize=rel_stepsize, random_start=False)
-    _, clipped, _ = reference(fmodel, x, y, epsilons=eps)
-    ours = robeval.attacks.get("pgd", norm=norm, steps=steps, rel_stepsize=rel_stepsize, random_start=False)
+    _, clipped, success = reference(fmodel, x, y, epsilons=eps)
+    return clipped, success
+
+
+@pytest.mark.parametrize(("norm", "eps", "steps", "rel_stepsize"), SETTINGS)
+def test_pgd_agrees_with_foolbox(digits_model, digits_test, norm, eps, steps, rel_stepsize) -> None:
+    x, y = digits_test
+    clipped, _ = _foolbox(digits_model, x, y, norm, eps, steps, rel_stepsize)
+    ours = robeval.attacks.get("pgd", norm=norm, steps=steps, rel_stepsize=rel_stepsize, random_start=False,
+                               keep="last")
     x_adv = ours(digits_model, x, y, eps=eps)
 
     acc_ref, acc_ours = accuracy(digits_model, clipped, y), accuracy(digits_model, x_adv, y)
@@ -28,3 +38,20 @@ def test_pgd_agrees_with_foolbox(digits_model, digits_test, norm, eps, steps, re
     assert abs(acc_ours - acc_ref) <= 0.01, f"robeval {acc_ours:.4f} vs foolbox {acc_ref:.4f}"
     # Same algorithm, same order of operations: the iterates themselves agree closely.
     assert (x_adv - clipped).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize(("norm", "eps", "steps", "rel_stepsize"), SETTINGS)
+def test_keep_best_fools_every_point_foolbox_fools(digits_model, digits_test, norm, eps, steps,
+                                                   rel_stepsize) -> None:
+    x, y = digits_test
+    clipped, success = _foolbox(digits_model, x, y, norm, eps, steps, rel_stepsize)
+    ours = robeval.attacks.get("pgd", norm=norm, steps=steps, rel_stepsize=rel_stepsize, random_start=False)
+    assert ours.keep == "best"
+    x_adv = ours(digits_model, x, y, eps=eps)
+    with torch.no_grad():
+        fooled = digits_model(x_adv).argmax(1) != y
+    assert bool(success.any()) and not bool(success.all())
+    missed = success & ~fooled
+    assert not bool(missed.any()), f"foolbox fooled {int(missed.sum())} points keep=best did not"
+    assert accuracy(digits_model, x_adv, y) <= accuracy(digits_model, clipped, y)
+    assert float((x_adv - x).flatten(1).norm(p=2 if norm == "l2" else float("inf"), dim=1).max()) <= eps * (1 + 1e-5)

@@ -97,3 +97,82 @@ def test_report_cli(run_dir: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["report", str(run_dir), "--out", str(tmp_path / "r.html"), "--examples", "2"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "r.html").is_file() and (tmp_path / "report_files" / "examples.png").is_file()
+
+
+# --- attack-failure checks ------------------------------------------------------------------
+
+
+def _checked_run(path: Path, *, checks: list[dict] | None, flags: bool = True) -> Path:
+    """A hand-made run directory: pgd flagged by an indicator, fgsm not."""
+    import json
+
+    from robeval.results.tables import RESULT_COLUMNS
+
+    rows = []
+    for attack, accs in (("fgsm", (0.9, 0.5, 0.3)), ("pgd:steps=3", (0.9, 0.4, 0.2))):
+        for eps, acc in zip((0.0, 0.1, 0.2), accs, strict=True):
+            row = dict.fromkeys(RESULT_COLUMNS, "")
+            row.update(model="m", dataset="digits", attack=attack, norm="linf", eps=eps, n=30, clean_acc=0.9,
+                       robust_acc=acc, unreliable=attack.startswith("pgd"),
+                       indicators="zero-grad;flat-loss" if attack.startswith("pgd") else "")
+            rows.append(row)
+    frame = pd.DataFrame(rows)
+    if not flags:
+        frame = frame.drop(columns=["unreliable", "indicators"])
+    path.mkdir(parents=True)
+    frame.to_csv(path / "results.csv", index=False)
+    if checks is not None:
+        (path / "checks.json").write_text(json.dumps(checks))
+    return path
+
+
+CHECKS = [
+    {"model": "m", "attack": "fgsm", "eps": None, "indicator": "zero-grad", "fired": False, "value": 0.0,
+     "threshold": 0.5, "detail": "Gradients vanish; run BPDA or a gradient-free attack instead."},
+    {"model": "m", "attack": "pgd:steps=3", "eps": 0.1, "indicator": "flat-loss", "fired": True, "value": 0.0123456,
+     "threshold": "inf", "detail": "The loss did not rise along the path; run PGD with more steps or APGD-CE."},
+    {"model": "m", "attack": "pgd:steps=3", "eps": None, "indicator": "zero-grad", "fired": True, "value": 0.9,
+     "threshold": 0.5, "detail": "Most gradients are zero; run BPDA or Square."},
+]
+
+
+@pytest.mark.parametrize("suffix", [".md", ".html"])
+def test_report_marks_flagged_rows_and_renders_the_checks(tmp_path: Path, suffix: str) -> None:
+    run = _checked_run(tmp_path / "run", checks=CHECKS)
+    text = write_report(run, tmp_path / f"r{suffix}", examples=0).read_text()
+    assert "Attack-failure checks" in text
+    assert "pgd:steps=3 *" in text and "fgsm *" not in text
+    assert "2 of 3 checks fired, flagging 1 of 2 model x attack pairs" in text
+    assert "The loss did not rise along the path; run PGD with more steps or APGD-CE." in text
+    assert "Most gradients are zero; run BPDA or Square." in text
+    # fired ones first: in the list and in the table of every finding
+    section = text[text.index("Attack-failure checks</h2>" if suffix == ".html" else "## Attack-failure checks"):]
+    assert section.index("flat-loss") < section.index("fgsm")
+    if suffix == ".md":
+        assert "- m · pgd:steps=3 · flat-loss (eps 0.1, value 0.01235, threshold inf): The loss" in text
+        assert "| m | pgd:steps=3 | 0.1 | flat-loss | yes | 0.01235 | inf |" in section
+        assert "| m | fgsm |  | zero-grad | no | 0 | 0.5 |" in section
+        assert "| m | pgd:steps=3 * |" in text
+    else:
+        assert "<ul><li>m · pgd:steps=3 · flat-loss" in text
+    assert "not run" not in text
+
+
+def test_report_flags_from_checks_json_alone_and_all_clear(tmp_path: Path) -> None:
+    run = _checked_run(tmp_path / "old_csv", checks=CHECKS, flags=False)  # only checks.json says it
+    assert "| m | pgd:steps=3 * |" in write_report(run, tmp_path / "a.md", examples=0).read_text()
+    clear = [{**c, "fired": False} for c in CHECKS]
+    run = _checked_run(tmp_path / "clear", checks=clear, flags=False)
+    text = write_report(run, tmp_path / "b.md", examples=0).read_text()
+    assert "No indicator fired: 3 checks of 2 model x attack pairs" in text and " * |" not in text
+
+
+def test_report_without_checks_json_says_the_checks_were_not_run(tmp_path: Path) -> None:
+    run = _checked_run(tmp_path / "old", checks=None, flags=False)
+    text = write_report(run, tmp_path / "r.md", examples=0).read_text()
+    assert "## Attack-failure checks" in text and "The attack-failure checks were not run" in text
+    assert "not checked" in text and " * |" not in text
+    broken = _checked_run(tmp_path / "broken", checks=None)
+    (broken / "checks.json").write_text("{not json")
+    text = write_report(broken, tmp_path / "b.html", examples=0).read_text()
+    assert "could not be read" in text and "pgd:steps=3 *" in text  # results.csv still flags it

@@ -63,6 +63,7 @@ def test_same_spec_same_tables_and_nothing_recomputed(digits_checkpoint, tmp_pat
 @dataclass(frozen=True)
 class _Cheat:
     name: ClassVar[str] = "cheat"
+    nested: ClassVar[bool] = True
     norm: str = "linf"
     factor: float = 3.0
     nan: bool = False

@@ -59,7 +59,7 @@ def test_sgr_attack_sources_are_robeval_attacks_on_the_predictions(source) -> No
     reg = get_regulariser(f"sgr:source={source},lambda=0.5,c=0.2,eps=0.3,steps=5")
     x, _ = _batch(n=4, seed=3)
     pred = model(x).argmax(1)
-    attack = (robeval.attacks.get("pgd", steps=5, rel_stepsize=0.2, random_start=False) if source == "pgd"
+    attack = (robeval.attacks.get("pgd", steps=5, rel_stepsize=0.2, random_start=False, keep="last") if source == "pgd"
               else robeval.attacks.get("deepfool", steps=5))
     xi = (attack(model, x, pred, eps=0.3 if source == "pgd" else float("inf")) - x).flatten(1)
     assert float(xi.abs().sum()) > 0

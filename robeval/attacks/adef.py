@@ -137,6 +137,7 @@ class ADef:
     name: ClassVar[str] = "adef"
     minimal: ClassVar[bool] = True
     targeted: ClassVar[bool] = False
+    nested: ClassVar[bool] = True  # minimal-norm: a deformation within eps is within every larger eps
     norm: Literal["field", "linf", "l2"] = "field"
     sigma: float = 1.0
     overshoot: float = 1.1

@@ -8,9 +8,14 @@ import logging
 import math
 import re
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -19,6 +24,13 @@ from robeval.attacks.registry import attacks
 
 VERSIONS: tuple[str, ...] = ("standard", "plus", "rand", "custom")
 SUB_ATTACKS: tuple[str, ...] = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
+# The order in which the library runs the sub-attacks of each fixed version
+# (pyautoattack's ``AutoAttack._set_version``; tests/test_autoattack.py checks it).
+VERSION_ORDER: dict[str, tuple[str, ...]] = {
+    "standard": ("apgd-ce", "apgd-t", "fab-t", "square"),
+    "plus": ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t"),
+    "rand": ("apgd-ce", "apgd-dlr"),
+}
 _LIB_NORM = {"linf": "Linf", "l2": "L2"}
 log = logging.getLogger(__name__)
 
@@ -28,6 +40,91 @@ class _DebugAdapter(logging.LoggerAdapter):  # type: ignore[type-arg]
 
     def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
         super().log(logging.DEBUG, f"pyautoattack [{logging.getLevelName(level)}] {msg}", *args, **kwargs)
+
+
+@dataclass(frozen=True)
+class SubAttackRecord:
+    """Which sub-attack broke each point of one AutoAttack call.
+
+    ``sub_attacks`` are the sub-attacks in the order the library ran them; ``broken_by``
+    holds, per row of the call's ``x``, the position in ``sub_attacks`` of the one whose
+    adversarial the library kept (the first that fooled the model), or -1 where none did
+    (the point stayed robust, or was misclassified to begin with and never attacked).
+    ``seed`` is the ``initial_seed()`` of the generator the call was given (``None``
+    without one), so a caller making several calls can tell them apart.
+    """
+
+    sub_attacks: tuple[str, ...]
+    broken_by: np.ndarray
+    seed: int | None
+
+    def names(self) -> np.ndarray:
+        """``broken_by`` as sub-attack names (``""`` where none broke the point)."""
+        table = np.asarray([*self.sub_attacks, ""], dtype=object)
+        return table[self.broken_by]
+
+
+_RECORDS: ContextVar[list[SubAttackRecord] | None] = ContextVar("robeval_autoattack_records", default=None)
+_PATCH_LOCK = threading.Lock()
+
+
+@contextmanager
+def recording() -> Iterator[list[SubAttackRecord]]:
+    """Collect a :class:`SubAttackRecord` for every AutoAttack call made inside the block,
+    in call order. Outside such a block the attack records nothing and runs the library
+    untouched; inside, its adversarials are the same (the library's own run, read as it
+    goes; no extra model passes)."""
+    records: list[SubAttackRecord] = []
+    token = _RECORDS.set(records)
+    try:
+        yield records
+    finally:
+        _RECORDS.reset(token)
+
+
+def _evaluate_recording(aa: Any, x: Tensor, y: Tensor) -> tuple[Tensor, np.ndarray]:
+    """``aa.run_standard_evaluation(x, y)`` (one batch) and, per point, the position in
+    ``aa.attacks_to_run`` of the sub-attack that broke it (-1: none).
+
+    The library keeps its per-point robust flags in an ``EvaluationState``: set once from
+    the clean predictions, updated in place after every sub-attack, which it then reports
+    with ``add_run_attack``. While the evaluation runs, the module's ``EvaluationState``
+    is a subclass that snapshots those flags at both moments (under a lock, restored
+    afterwards); nothing else of the run changes. Sub-attacks skipped because no robust
+    point was left break nothing."""
+    import pyautoattack.autoattack as library_module
+
+    base = library_module.EvaluationState
+    snapshots: list[tuple[str, Tensor]] = []
+
+    class _Snapshots(base):  # type: ignore[misc, valid-type]
+        @property
+        def robust_flags(self) -> Tensor | None:
+            return self._robust_flags
+
+        @robust_flags.setter
+        def robust_flags(self, flags: Tensor) -> None:
+            if not snapshots:
+                snapshots.append(("", flags.detach().clone().cpu()))
+            base.robust_flags.fset(self, flags)
+
+        def add_run_attack(self, attack: str) -> None:
+            snapshots.append((attack, self.robust_flags.detach().clone().cpu()))
+            super().add_run_attack(attack)
+
+    with _PATCH_LOCK:
+        library_module.EvaluationState = _Snapshots
+        try:
+            x_adv, _ = aa.run_standard_evaluation(x, y, batch_size=len(x))
+        finally:
+            library_module.EvaluationState = base
+    broken_by = np.full(len(x), -1, dtype=np.int64)
+    order = list(aa.attacks_to_run)
+    for position, ((_, before), (name, after)) in enumerate(zip(snapshots, snapshots[1:], strict=False)):
+        if name != order[position]:
+            raise RuntimeError(f"pyautoattack ran {name!r} where {order[position]!r} was expected")
+        broken_by[(before & ~after).numpy()] = position
+    return x_adv, broken_by
 
 
 @attacks.register("autoattack")
@@ -56,11 +153,17 @@ class AutoAttackEnsemble:
     every sub-attack is drawn from ``generator``; the caller's global RNG state is
     restored afterwards, parameters are frozen during the run, and the library's log goes
     to ``robeval.attacks.autoattack`` at DEBUG level. Untargeted only.
+
+    Inside a :func:`recording` block every call also reports which sub-attack broke each
+    point (:class:`SubAttackRecord`), read off the library's own robust flags as it runs:
+    ``robeval run`` turns it into ``autoattack_breakdown.csv`` (robust accuracy after each
+    sub-attack). The adversarials are the same with or without recording.
     """
 
     name: ClassVar[str] = "autoattack"
     minimal: ClassVar[bool] = False
     targeted: ClassVar[bool] = False
+    nested: ClassVar[bool] = True
     norm: Norm = "linf"
     version: str = "standard"
     attacks: str | None = None
@@ -90,6 +193,11 @@ class AutoAttackEnsemble:
         """The custom version's sub-attacks, in the order given."""
         return [a.strip().lower() for a in re.split(r"[+;]", self.attacks or "") if a.strip()]
 
+    def run_order(self) -> tuple[str, ...]:
+        """The sub-attacks in the order the library runs them (each on the points the
+        ones before left robust)."""
+        return tuple(self.sub_attacks()) if self.version == "custom" else VERSION_ORDER[self.version]
+
     def __call__(
         self, model: nn.Module, x: Tensor, y: Tensor, *, eps: float,
         generator: torch.Generator | None = None, target: Tensor | None = None,
@@ -98,7 +206,12 @@ class AutoAttackEnsemble:
             raise ValueError("autoattack is untargeted (its apgd-t/fab-t pick their own targets); "
                              "drop the target")
         x0 = x.detach()
+        records = _RECORDS.get()
+        generator_seed = None if generator is None else int(generator.initial_seed())
         if eps == 0 or len(x0) == 0:
+            if records is not None:
+                records.append(SubAttackRecord(self.run_order(), np.full(len(x0), -1, dtype=np.int64),
+                                               generator_seed))
             return x0.clone()
         if not math.isfinite(eps):
             raise ValueError("autoattack is a budgeted attack; give a finite eps")
@@ -110,14 +223,21 @@ class AutoAttackEnsemble:
             for p in frozen:  # FAB backpropagates through the model: no parameter gradients
                 p.requires_grad_(False)
             with torch.random.fork_rng(devices=cuda):  # it seeds the global RNGs
-                x_adv = self._run(model, x0, y.to(x0.device), float(eps), seed)
+                x_adv, order, broken_by = self._run(model, x0, y.to(x0.device), float(eps), seed,
+                                                    record=records is not None)
         finally:
             sys.settrace(tracer)
             for p in frozen:
                 p.requires_grad_(True)
+        if records is not None and broken_by is not None:
+            records.append(SubAttackRecord(order, broken_by, generator_seed))
         return x_adv.detach().to(dtype=x.dtype, device=x.device)
 
-    def _run(self, model: nn.Module, x: Tensor, y: Tensor, eps: float, seed: int) -> Tensor:
+    def _run(
+        self, model: nn.Module, x: Tensor, y: Tensor, eps: float, seed: int, *, record: bool = False,
+    ) -> tuple[Tensor, tuple[str, ...], np.ndarray | None]:
+        """The library's evaluation of ``x``; with ``record`` also which sub-attack broke
+        each point (:func:`_evaluate_recording`)."""
         from pyautoattack import AutoAttack as Library
 
         custom = self.version == "custom"
@@ -137,5 +257,9 @@ class AutoAttackEnsemble:
             n_classes = int(model(x[:2]).shape[-1])
         targets = self.n_target_classes if self.n_target_classes is not None else aa.apgd_targeted.n_target_classes
         aa.apgd_targeted.n_target_classes = aa.fab.n_target_classes = max(1, min(targets, n_classes - 1))
+        order = tuple(aa.attacks_to_run)
+        if record:
+            x_adv, broken_by = _evaluate_recording(aa, x, y)
+            return x_adv, order, broken_by
         x_adv, _ = aa.run_standard_evaluation(x, y, batch_size=len(x))
-        return x_adv
+        return x_adv, order, None

@@ -34,10 +34,14 @@ What ``eps`` means depends on the attack's ``norm``:
 ``gradient_free = True`` marks attacks that only query the model's outputs (noise,
 salt-and-pepper, Fourier and filter attacks); only these run on black-box models.
 
-``nested = False`` marks attacks whose answer at a smaller eps is not an answer at a
-larger one (random noise of a given scale, Fourier perturbations of a given size): the
-runner then attacks every clean-correct point at every eps instead of reusing earlier
-successes, and the curve may rise with eps.
+Every attack declares ``nested`` (a ``ClassVar[bool]``; there is no default, and
+:mod:`robeval.attacks.registry` refuses to register a class without it). ``nested = True``:
+an adversarial found at a smaller eps also answers every larger eps (budgeted searches in
+a ball such as FGSM and PGD, whose runner reuses earlier successes along the grid; and
+minimal-norm searches). ``nested = False`` marks attacks whose answer at a smaller eps is
+not an answer at a larger one (random noise of a given scale, Fourier perturbations of a
+given size, filters): the runner then attacks every clean-correct point at every eps
+instead of reusing earlier successes, and the curve may rise with eps.
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ class Attack(Protocol):
     name: ClassVar[str]
     minimal: ClassVar[bool]  # a minimal-norm search (one unbounded call gives every eps)
     targeted: ClassVar[bool]  # accepts ``target``
+    nested: ClassVar[bool]  # an adversarial at a smaller eps answers every larger eps (declared, no default)
     norm: str
 
     def __call__(
@@ -87,8 +92,24 @@ def is_gradient_free(attack: object) -> bool:
 
 
 def is_nested(attack: object) -> bool:
-    """Whether an adversarial found at a smaller eps also answers every larger eps."""
-    return bool(getattr(attack, "nested", True))
+    """Whether an adversarial found at a smaller eps also answers every larger eps: the
+    attack's own ``nested`` declaration, with no default (an attack that declares none is
+    an :class:`~robeval.errors.AttackContractError`). Only while
+    :data:`robeval.attacks.registry.REQUIRE_NESTED` is off does a missing declaration
+    still read as ``True``, the old default."""
+    value = getattr(attack, "nested", None)
+    if isinstance(value, bool):
+        return value
+    from robeval.attacks import registry
+    from robeval.errors import AttackContractError
+
+    if value is None and not registry.REQUIRE_NESTED:
+        return True
+    what = getattr(attack, "name", None) or type(attack).__name__
+    raise AttackContractError(
+        f"attack {what!r} does not declare `nested` as a bool (got {value!r}); its class must say "
+        "`nested: ClassVar[bool] = True` (adversarials at a smaller eps answer larger ones) or `= False`"
+    )
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from robeval.attacks.base import Norm, restrict_to_ball
 from robeval.attacks.registry import attacks
+from robeval.attacks.trace import new_run, record_step
 
 # Adam's constants (Kingma & Ba), as foolbox's AdamOptimizer and C&W's TensorFlow code use.
 _BETA1, _BETA2, _ADAM_EPS = 0.9, 0.999, 1e-8
@@ -68,6 +69,14 @@ class CarliniWagner:
     successful ``tau`` bounds the precision: on an affine classifier the result lies within
     about ``1 / tau_decrease`` of the exact distance, less with a smaller ``stepsize``.
 
+    While the runner traces the attack (:mod:`robeval.attacks.trace`), every Adam step of
+    the L-inf attack reports the samples still searching, minus their loss (the objective
+    they descend, ``c * f + sum_i max(0, |x'_i - x_i| - tau)``, which jumps when ``c`` or
+    ``tau`` change) and whether the iterate was adversarial, from the step's own forward
+    pass; the whole search is one run. Tracing changes no number. Both attacks keep the
+    smallest adversarial of every step, so neither can have a silent success; the L2
+    loop, foolbox's step for step, is not traced.
+
     Both attacks return, per sample, the smallest (in ``norm``) adversarial met at any
     step, or ``x`` where none was found; a finite ``eps`` then keeps only those inside the
     eps-ball (:func:`~robeval.attacks.base.restrict_to_ball`).
@@ -82,6 +91,7 @@ class CarliniWagner:
     name: ClassVar[str] = "cw"
     minimal: ClassVar[bool] = True
     targeted: ClassVar[bool] = True
+    nested: ClassVar[bool] = True  # minimal-norm: one unbounded search answers every eps
     norm: Norm = "l2"
     binary_search_steps: int = 9
     steps: int = 10000
@@ -221,6 +231,7 @@ class CarliniWagner:
         }
         check_every = math.ceil(self.steps / 10)
 
+        new_run()
         for _ in range(self.binary_search_steps * self.steps):
             rows = torch.arange(len(s["idx"]), device=x0.device)
             c = s["c"].to(dtype)
@@ -237,6 +248,7 @@ class CarliniWagner:
             with torch.no_grad():
                 x_adv, losses = x_adv.detach(), losses.detach()
                 is_adv = self._is_adversarial(logits.detach(), s["cls"], rows, targeted=targeted)
+                record_step(s["idx"], -losses, is_adv)
                 norms = (x_adv - s["x0"]).flatten(1).abs().amax(dim=1)
                 better = is_adv & (norms < s["best_norm"])
                 s["best"] = torch.where(better.view(view), x_adv, s["best"])

@@ -63,6 +63,7 @@ class DeepFool:
     name: ClassVar[str] = "deepfool"
     minimal: ClassVar[bool] = True
     targeted: ClassVar[bool] = False
+    nested: ClassVar[bool] = True  # minimal-norm: an adversarial within eps is within every larger eps
     norm: Norm = "l2"
     steps: int = 100
     overshoot: float = 0.02

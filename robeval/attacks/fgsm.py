@@ -9,7 +9,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from robeval.attacks.base import Norm, loss_gradient, normalized_step
+from robeval.attacks.base import Norm, normalized_step
+from robeval.attacks.losses import LOSSES, Loss, objective_gradient
 from robeval.attacks.registry import attacks
 
 
@@ -22,12 +23,22 @@ class FGSM:
     as ``fgm``). Targeted (``target`` given): one step *down* the cross-entropy of the
     target class, ``x - eps * s(grad_x CE(x, target))``. Matches foolbox's ``FGSM`` /
     ``FGM`` (no random start).
+
+    ``loss`` (:mod:`robeval.attacks.losses`) picks the objective stepped up: ``ce``
+    (default), ``margin`` (Carlini & Wagner, IEEE S&P 2017, Sec. V-A) or ``dlr`` (Croce &
+    Hein, ICML 2020), each in its targeted form when ``target`` is given.
     """
 
     name: ClassVar[str] = "fgsm"
     minimal: ClassVar[bool] = False
     targeted: ClassVar[bool] = True
+    nested: ClassVar[bool] = True
     norm: Norm = "linf"
+    loss: Loss = "ce"
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)}; got {self.loss!r}")
 
     def __call__(
         self, model: nn.Module, x: Tensor, y: Tensor, *, eps: float,
@@ -35,11 +46,10 @@ class FGSM:
     ) -> Tensor:
         if eps == 0:
             return x.detach().clone()
-        if target is None:
-            step = normalized_step(loss_gradient(model, x, y), self.norm)
-        else:
-            step = -normalized_step(loss_gradient(model, x, target), self.norm)
-        return (x.detach() + eps * step).clamp(0.0, 1.0)
+        # Targeted objectives carry their sign (ce: -CE(x, target)), so this is the step
+        # x - eps * s(grad CE(x, target)) exactly.
+        grad, _, _ = objective_gradient(model, x, y, loss=self.loss, target=target)
+        return (x.detach() + eps * normalized_step(grad, self.norm)).clamp(0.0, 1.0)
 
 
 @attacks.register("fgm")
@@ -50,4 +60,5 @@ class FGM(FGSM):
     ``fgm`` is ``fgsm:norm=l2`` under its usual name."""
 
     name: ClassVar[str] = "fgm"
+    nested: ClassVar[bool] = True
     norm: Norm = "l2"

@@ -65,6 +65,7 @@ class SaltAndPepper:
     name: ClassVar[str] = "salt-and-pepper"
     minimal: ClassVar[bool] = True
     targeted: ClassVar[bool] = False
+    nested: ClassVar[bool] = True  # minimal-norm: an adversarial within eps is within every larger eps
     gradient_free: ClassVar[bool] = True  # model queries only: runs on black-box models
     norm: Literal["l0", "l2", "linf"] = "l0"
     steps: int = 1000

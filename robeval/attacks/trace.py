@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+MAX_STEPS = 2048  # a longer path is thinned to every other step, so memory stays bounded
 _ACTIVE: ContextVar[PathTrace | None] = ContextVar("robeval_path_trace", default=None)
 
 
@@ -39,25 +40,30 @@ class PathTrace:
     n: int
     steps: list[tuple[np.ndarray, np.ndarray, np.ndarray, int]] = field(default_factory=list)
     runs: int = 0
+    seen: np.ndarray | None = None  # per row: some recorded iterate was adversarial
 
     def new_run(self) -> None:
         """Mark the start of another run (a restart from a fresh start)."""
         self.runs += 1
 
     def record(self, rows: Tensor, loss: Tensor, adversarial: Tensor) -> None:
-        self.steps.append((
+        step = (
             rows.detach().cpu().numpy().astype(np.int64),
             loss.detach().double().cpu().numpy().reshape(-1),
             adversarial.detach().cpu().numpy().astype(bool).reshape(-1),
             self.runs,
-        ))
+        )
+        if self.seen is None:
+            self.seen = np.zeros(self.n, dtype=bool)
+        self.seen[step[0][step[2]]] = True
+        self.steps.append(step)
+        if len(self.steps) > 2 * MAX_STEPS:  # long searches (C&W): keep every other step
+            self.steps = self.steps[1::2]
 
     def seen_adversarial(self) -> np.ndarray:
-        """Per row: some recorded iterate was adversarial."""
-        seen = np.zeros(self.n, dtype=bool)
-        for rows, _, adversarial, _ in self.steps:
-            seen[rows[adversarial]] = True
-        return seen
+        """Per row: some recorded iterate was adversarial (every step counts, also those
+        thinned out of a long path)."""
+        return np.zeros(self.n, dtype=bool) if self.seen is None else self.seen.copy()
 
     def loss_curves(self) -> list[np.ndarray]:
         """Per row, the losses of its latest run in step order (empty where never traced)."""

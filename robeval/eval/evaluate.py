@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import re
@@ -21,8 +22,16 @@ from robeval.attacks.base import is_targeted
 from robeval.data import dataset_info
 from robeval.device import resolve_device
 from robeval.errors import RobevalError
+from robeval.eval.cascade import Cascade, breakdown_store, check_worst_case, run_cascade, with_worst_case
 from robeval.eval.cells import Cell
 from robeval.eval.examples import targeted_examples
+from robeval.eval.indicators import (
+    apply_flags,
+    consistency_findings,
+    nested_attacks,
+    run_model_checks,
+    write_checks,
+)
 from robeval.eval.progress import progress_bar
 from robeval.eval.runner import attack_cells, eval_mode, predict, run_attack
 from robeval.eval.setup import (
@@ -35,6 +44,7 @@ from robeval.eval.setup import (
 )
 from robeval.models import LoadedModel, load_model
 from robeval.models.sources import SourceContext
+from robeval.results.cascade_tables import WORST_CASE, write_tables
 from robeval.results.outputs import write_outputs
 from robeval.results.plots import plot_targeted_grid
 from robeval.results.store import ResultStore
@@ -74,8 +84,11 @@ def run(spec: RunSpec) -> pd.DataFrame:
     device = resolve_device(spec.device)
     for attack_spec in spec.attacks:  # reject bad attack specs before any loading
         _check_attack(get_attack(attack_spec), attack_spec, spec)
+    if spec.worst_case:
+        check_worst_case(spec.attacks, spec.target)
     context = SourceContext(dataset=spec.dataset, threat_model=spec.threat_model, model_dir=spec.model_dir)
     loaded = [load_model(source, device=device, context=context) for source in spec.models]
+    loaded = with_bpda(loaded, spec.bpda)
     names = display_names(loaded)
     for item, name in zip(loaded, names, strict=True):
         check_black_box(item, name, spec.attacks)
@@ -92,6 +105,10 @@ def run(spec: RunSpec) -> pd.DataFrame:
     out = Path(spec.out)
     n_classes = len(info.classes)
     all_cells: list[Cell] = []
+    cascades: list[Cascade] = []  # --worst-case: one cascade of the attacks per model
+    findings: list = []
+    checks_seconds = 0.0
+    nested: dict[str, bool] = {}
     pictures: list[Path] = []
     sfa_rows: list[pd.DataFrame] = []
     with ResultStore(out / STORE_NAME) as store, progress_bar(enabled=spec.progress) as bar:
@@ -100,7 +117,15 @@ def run(spec: RunSpec) -> pd.DataFrame:
                 clean_pred = predict(model, x, spec.batch_size, device)
                 _warn_if_near_chance(name, float((clean_pred == y).float().mean()), n_classes)
                 attack_texts = []
-                for attack_spec in spec.attacks:
+                if spec.worst_case:  # the attacks as one cascade: `worst-case` rows, no standalone ones
+                    cascades.append(run_cascade(
+                        store, model, name=name, identity=item.identity, dataset=dataset, attack_specs=spec.attacks,
+                        eps_grid=eps_grid, x=x, y=y, clean_pred=clean_pred, seed=spec.seed,
+                        batch_size=spec.batch_size, device=device, n_classes=n_classes, bar=bar,
+                    ))
+                    attack_texts += cascades[-1].stages
+                model_cells: list[tuple[object, list[Cell]]] = []
+                for attack_spec in () if spec.worst_case else spec.attacks:
                     attack, cells = attack_cells(
                         model=name, identity=item.identity, dataset=dataset, attack_spec=attack_spec,
                         eps_grid=eps_grid, n=len(x), seed=spec.seed, batch_size=spec.batch_size,
@@ -111,18 +136,30 @@ def run(spec: RunSpec) -> pd.DataFrame:
                     attack_texts.append(cells[0].attack)
                     n_batches = -(-len(x) // spec.batch_size)
                     task = bar.add_task(f"{name} · {cells[0].attack}", total=n_batches * len(cells))
-                    run_attack(
-                        store, model, attack, cells, x, y, clean_pred, batch_size=spec.batch_size,
-                        device=device, n_classes=n_classes, advance=lambda task=task: bar.advance(task),
-                    )
+                    with breakdown_store(store, attack, cells) as cell_store:  # AutoAttack: per sub-attack
+                        run_attack(
+                            cell_store, model, attack, cells, x, y, clean_pred, batch_size=spec.batch_size,
+                            device=device, n_classes=n_classes, advance=lambda task=task: bar.advance(task),
+                        )
                     all_cells.extend(cells)
+                    model_cells.append((attack, cells))
                     if spec.target is not None:
                         pictures.append(_targeted_picture(
                             out, model, attack, cells[-1], x, y, clean_pred, info.classes, device
                         ))
                     if _is_sfa_grid(attack):
                         sfa_rows += _sfa_grids(out, model, cells, x, y, spec.batch_size, device)
-        if not all_cells:
+                nested.update(nested_attacks(model_cells))
+                check_cells = _stage_cells(cascades[-1]) if spec.worst_case else model_cells
+                model_findings, seconds = run_model_checks(
+                    store, model, model_name=name, identity=item.identity, attack_cells=check_cells,
+                    stored=read_cells(store, [c for _, cs in check_cells for c in cs]), x=x, y=y,
+                    clean_pred=clean_pred, level=spec.checks, samples=spec.check_samples, seed=spec.seed,
+                    device=device,
+                )
+                findings += _as_worst_case(model_findings) if spec.worst_case else model_findings
+                checks_seconds += seconds
+        if not all_cells and not any(c.eps for c in cascades):
             raise RobevalError(
                 "nothing to evaluate: budgeted attacks have no `unbounded` eps; add finite eps to --eps "
                 "or a minimal-norm attack (cw, deepfool)"
@@ -134,11 +171,63 @@ def run(spec: RunSpec) -> pd.DataFrame:
         samples = samples_frame(all_cells, stored, split_index=split_index.numpy())
         curves = norm_curves_frame(all_cells, stored)
         grid = targeted_grid_frame(all_cells, stored)
+        results, samples, extra_tables = with_worst_case(
+            store, cascades, all_cells, results, samples, training, split_index.numpy())
+    if spec.checks != "off":
+        findings += consistency_findings(results, samples, nested)
+        write_checks(out, findings)
+    results = apply_flags(results, findings, checked=spec.checks != "off")
     write_outputs(out, resolved.to_dict(), results, samples, curves=curves, grid=grid)
+    write_tables(out, extra_tables)  # worst_case.csv, autoattack_breakdown.csv
     if sfa_rows:
         _write_sfa_tables(out, pd.concat(sfa_rows, ignore_index=True))
     results.attrs["out"] = str(out)
+    results.attrs["checks"] = findings
+    results.attrs["checks_seconds"] = checks_seconds
+    results.attrs["checks_level"] = spec.checks
     return results
+
+
+def _stage_cells(cascade: Cascade) -> list[tuple[object, list[Cell]]]:
+    """A cascade's stages as (attack, cells along the eps grid) for the indicators: each
+    stage is checked on the points that reached it."""
+    return [
+        (get_attack(stage), [cascade.cells[eps][k] for eps in cascade.walked])
+        for k, stage in enumerate(cascade.stages) if cascade.walked
+    ]
+
+
+def _as_worst_case(findings: list) -> list:
+    """Stage findings reported on the ``worst-case`` rows, naming their stage."""
+    return [dataclasses.replace(f, attack=WORST_CASE, detail=f"stage {f.attack}: {f.detail}") for f in findings]
+
+
+def with_bpda(loaded: list[LoadedModel], requested: tuple[str, ...]) -> list[LoadedModel]:
+    """Apply BPDA (Athalye et al. 2018, Sec. 4.1: the module's backward becomes the
+    identity) to the modules each model declares (``file.py:factory`` info ``bpda``, a
+    ``bpda_modules`` attribute) and to those named by ``--bpda`` in every model that has
+    them; a ``--bpda`` name no model has is an error. The modules go into the model's
+    identity, so results with and without BPDA are cached apart."""
+    from robeval.models.bpda import apply_bpda, declared_bpda, resolve_module_name
+
+    found = set()
+    out = []
+    for item in loaded:
+        wanted = list(dict.fromkeys([*item.bpda, *declared_bpda(item.model)]))
+        for name in requested:
+            try:
+                resolve_module_name(item.model, name)
+            except RobevalError:
+                continue
+            found.add(name)
+            wanted.append(name)
+        applied = apply_bpda(item.model, wanted) if wanted else []
+        identity = f"{item.identity}+bpda:{','.join(sorted(applied))}" if applied else item.identity
+        out.append(dataclasses.replace(item, identity=identity, bpda=tuple(applied)))
+    missing = [name for name in requested if name not in found]
+    if missing and loaded:
+        resolve_module_name(loaded[0].model, missing[0])  # raises with the model's module names
+    return out
 
 
 def _warn_if_near_chance(name: str, clean_acc: float, n_classes: int) -> None:

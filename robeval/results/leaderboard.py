@@ -1,11 +1,20 @@
-"""A leaderboard across runs: one row per model x data set x threat model (norm, eps),
-ranked by the per-sample worst case over every attack that was run.
+"""A leaderboard across runs: one row per model x data set x threat model x eps, ranked
+by the per-sample worst case over every attack that was run.
 
 Sources are run directories (``results.csv`` + ``samples.csv``), bare results CSV files,
 or RobustBench ``model_info`` JSON files (see :mod:`robeval.results.robustbench_json`).
 
-Worst case. A point counts as robust at (norm, eps) only if it is classified correctly
-(``adv_pred == label``) under *every* attack of that norm and eps. This is computed from
+Threat models. Attacks of a ball norm (:data:`robeval.attacks.base.BALL_NORMS`: ``linf``,
+``l2``, ``l0``) share their threat model: eps bounds the same ball for all of them, so
+their worst case is taken together and ``threat`` is the norm. For any other norm eps
+means something different for every attack (``scale``: a noise's std, a filter ignores
+it; ``field``: a deformation's size), so each attack -- by its canonical name, parameters
+included -- is a threat model of its own, ``threat = "<norm> (<attack>)"``, e.g.
+``"scale (gaussian)"``, ``"scale (lowpass:radius=1.5)"``, ``"field (adef)"``: never merged
+with another attack into one worst case, and ranked on its own.
+
+Worst case. A point counts as robust at (threat, eps) only if it is classified correctly
+(``adv_pred == label``) under *every* attack of that threat model and eps. This is computed from
 ``samples.csv`` by joining the attacks on ``(model, split_index)``; all attacks must cover
 the same set of points with the same labels. Where that is impossible (a bare results CSV,
 missing samples, or attacks run on different point sets) the worst case falls back to the
@@ -19,10 +28,21 @@ are given in. When the same (model, dataset, norm, eps, attack) appears in sever
 sources, the row with more points (``n``) wins; ties go to the lower (more conservative)
 ``robust_acc``, then lower ``clean_acc``, then the smaller ``cell_key``/version/seed, then a
 source with samples.csv, and finally the smaller source path. A computed row beats an
-imported (JSON) row for the same (model, dataset, norm, eps); among imported rows the larger ``n`` wins, then the
-canonical JSON text.
+imported (JSON) row for the same (model, dataset, threat model, eps); among imported rows
+the larger ``n`` wins, then the canonical JSON text.
 
-Ranking. Rows are grouped by threat model (dataset, norm, eps, in sorted order) and ranked
+Unreliable. A row's worst case is ``unreliable`` when it had to be the minimum over several
+attacks (not per sample); when it rests on one attack of a ball norm that is not a full
+AutoAttack (a non-ball threat model *is* its one attack, so this rule does not apply
+there); or when an attack-failure indicator fired for any attack row it is built from
+(``robeval run``'s ``unreliable`` and ``indicators`` columns). ``indicators`` lists what
+fired, ``"<attack>: <name>;<name>"`` per flagged attack (attacks sorted, names in the order
+results.csv gives them) joined by ``" | "``. ``checked`` says whether every attack row says
+whether an indicator fired: results.csv files from before the checks lack the columns,
+and ``--checks off`` leaves ``unreliable`` empty; such rows count as not flagged, but not
+as checked either.
+
+Ranking. Rows are grouped by threat model (dataset, norm, threat, eps, in sorted order) and ranked
 inside each group by ``worst_case_acc`` descending, ties broken by ``clean_acc``
 descending and then model name, so the order is deterministic; ``rank`` is 1-based
 within the group.
@@ -37,14 +57,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from robeval.attacks.base import BALL_NORMS
 from robeval.errors import RobevalError
 from robeval.results.tables import format_eps
 
-KEY_COLUMNS = ["model", "dataset", "norm", "eps"]
+KEY_COLUMNS = ["model", "dataset", "norm", "threat", "eps"]
+GROUP_COLUMNS = ["dataset", "norm", "threat", "eps"]  # one ranking per threat model and eps
 HEAD_COLUMNS = ["rank", *KEY_COLUMNS, "clean_acc"]
 TAIL_COLUMNS = [
-    "worst_case_acc", "worst_case_from", "autoattack_acc", "unreliable", "attacks", "n", "training",
-    "robeval_version", "model_info",
+    "worst_case_acc", "worst_case_from", "autoattack_acc", "unreliable", "indicators", "checked", "attacks", "n",
+    "training", "robeval_version", "model_info",
 ]
 ACC_PREFIX = "acc:"
 FROM_SAMPLES = "samples"
@@ -108,6 +130,59 @@ def _text(value) -> str:
     return str(value)
 
 
+def threat_model(norm, attack=None) -> str:
+    """The threat model a row of ``attack`` in ``norm`` belongs to (module docstring): the
+    norm for a ball norm (or where no attack is known), else ``"<norm> (<attack>)"``."""
+    norm, attack = _text(norm), _text(attack)
+    if norm in BALL_NORMS or not attack:
+        return norm
+    return f"{norm} ({attack})"
+
+
+def flag(value) -> bool:
+    """A boolean cell of a CSV or JSON (``True``, ``"True"``, ``"true"``, ``1``); missing or
+    empty is ``False``."""
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    text = _text(value).strip().lower()
+    return text in ("true", "1", "1.0", "yes")
+
+
+def indicator_names(value) -> list[str]:
+    """The fired indicators of a ``;``-separated cell, in its order (``robeval run`` writes
+    the indicators' catalogue order), without repeats."""
+    return list(dict.fromkeys(name.strip() for name in _text(value).split(";") if name.strip()))
+
+
+def _indicators(group: pd.DataFrame) -> str:
+    """``"<attack>: <name>;<name> | ..."`` for the flagged attack rows of ``group``."""
+    parts = []
+    for attack, fired, names in sorted(zip(group["attack"], group["_flagged"], group["_indicators"], strict=True)):
+        if fired:
+            parts.append(f"{attack}: {names or 'flagged'}")
+    return " | ".join(parts)
+
+
+def _known(value) -> bool:
+    """A cell that holds something (not None, NaN, ``pd.NA`` or blank)."""
+    if value is None or (pd.api.types.is_scalar(value) and pd.isna(value)):
+        return False
+    return str(value).strip() != ""
+
+
+def _with_checks(results: pd.DataFrame) -> pd.DataFrame:
+    """``results`` with ``_checked`` (the row says whether an indicator fired: an
+    ``unreliable`` cell that is not empty; older files lack the column and ``--checks off``
+    leaves it empty), ``_flagged`` and ``_indicators`` (normalised) per row."""
+    missing = pd.Series(None, index=results.index, dtype=object)
+    unreliable = results["unreliable"] if "unreliable" in results.columns else missing
+    names = results["indicators"] if "indicators" in results.columns else missing
+    names = names.map(lambda v: ";".join(indicator_names(v)))
+    return results.assign(
+        _checked=[_known(u) or bool(n) for u, n in zip(unreliable, names, strict=True)],
+        _indicators=names, _flagged=[flag(u) or bool(n) for u, n in zip(unreliable, names, strict=True)])
+
+
 def _choose_rows(results: pd.DataFrame) -> pd.DataFrame:
     """One row per (model, dataset, norm, eps, attack): most points, then the tie-break
     documented in the module docstring."""
@@ -149,7 +224,8 @@ def _per_sample(group: pd.DataFrame, samples: dict[str, pd.DataFrame | None]):
 def _computed_rows(results: pd.DataFrame, samples: dict[str, pd.DataFrame | None]) -> list[dict]:
     rows = []
     chosen = _choose_rows(results)
-    for (model, dataset, norm, eps), group in chosen.groupby(KEY_COLUMNS, sort=True):
+    chosen = chosen.assign(threat=[threat_model(n, a) for n, a in zip(chosen["norm"], chosen["attack"], strict=True)])
+    for (model, dataset, norm, threat, eps), group in chosen.groupby(KEY_COLUMNS, sort=True):
         group = group.sort_values("attack")
         accs = {f"{ACC_PREFIX}{a}": float(v) for a, v in zip(group["attack"], group["robust_acc"], strict=True)}
         by_n = group.sort_values(["n", "clean_acc"], ascending=[False, True], kind="mergesort")
@@ -164,11 +240,14 @@ def _computed_rows(results: pd.DataFrame, samples: dict[str, pd.DataFrame | None
         auto = group[group["attack"].str.lower().str.startswith("autoattack")]
         trainings = sorted({t for t in group["training"] if t})
         versions = sorted({v for v in group["robeval_version"] if v})
+        indicators = _indicators(group)
         rows.append({
-            "model": model, "dataset": dataset, "norm": norm, "eps": float(eps), "clean_acc": clean, **accs,
-            "worst_case_acc": worst, "worst_case_from": source,
+            "model": model, "dataset": dataset, "norm": norm, "threat": threat, "eps": float(eps), "clean_acc": clean,
+            **accs, "worst_case_acc": worst, "worst_case_from": source,
             "autoattack_acc": float(auto["robust_acc"].min()) if len(auto) else np.nan,
-            "unreliable": _unreliable(source, list(group["attack"])), "attacks": len(group), "n": n,
+            "unreliable": _unreliable(source, list(group["attack"]), ball=norm in BALL_NORMS)
+            or bool(group["_flagged"].any()),
+            "indicators": indicators, "checked": bool(group["_checked"].all()), "attacks": len(group), "n": n,
             "training": "; ".join(trainings), "robeval_version": ",".join(versions), "model_info": "",
         })
     return rows
@@ -181,16 +260,19 @@ def is_autoattack_ensemble(attack: str) -> bool:
     return text.startswith("autoattack") and "version=custom" not in text
 
 
-def _unreliable(source: str, attacks: list[str]) -> bool:
+def _unreliable(source: str, attacks: list[str], *, ball: bool = True) -> bool:
     """The worst case is unreliable when it had to be the minimum over several attacks
-    (not per sample), or rests on one attack that is not a full AutoAttack ensemble."""
+    (not per sample), or rests on one attack of a ball norm that is not a full AutoAttack
+    ensemble (a non-ball threat model is one attack by construction). Indicators that
+    fired are added by the caller."""
     if len(attacks) > 1:
         return source != FROM_SAMPLES
-    return not is_autoattack_ensemble(attacks[0])
+    return ball and not is_autoattack_ensemble(attacks[0])
 
 
 def _imported_rows(imported: list[dict], taken: set[tuple]) -> list[dict]:
     best: dict[tuple, dict] = {}
+    imported = [{**row, "threat": row.get("threat") or threat_model(row.get("norm"))} for row in imported]
     for row in sorted(imported, key=lambda r: (-int(r.get("n") or 0), json.dumps(r, sort_keys=True, default=str))):
         key = tuple(row[k] for k in KEY_COLUMNS)
         if key not in taken and key not in best:
@@ -207,7 +289,7 @@ def leaderboard(sources: list[Path]) -> pd.DataFrame:
         results, sample_frame, rows = _load(Path(source))
         imported += rows
         if len(results):
-            results = _untargeted(results)
+            results = _with_checks(_untargeted(results))
             results = results[results["eps"].astype(float) != 0].assign(
                 _source=source, _no_samples=sample_frame is None, eps=lambda f: f["eps"].astype(float))
             results_parts.append(results)
@@ -225,15 +307,16 @@ def _rank(rows: list[dict]) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=[c for c in columns if c != "rank"])
     if frame.empty:
         return pd.DataFrame(columns=columns)
-    frame["unreliable"] = frame["unreliable"].astype(bool)
+    frame["unreliable"] = frame["unreliable"].map(flag).astype(bool)
+    frame["checked"] = frame["checked"].map(flag).astype(bool)
     frame["n"] = frame["n"].astype("Int64")
-    for col in ("training", "robeval_version", "model_info", "norm", "worst_case_from"):
+    for col in ("training", "robeval_version", "model_info", "norm", "threat", "worst_case_from", "indicators"):
         frame[col] = frame[col].map(_text)
     order = frame.assign(_w=frame["worst_case_acc"].fillna(-1.0), _c=frame["clean_acc"].fillna(-1.0))
-    order = order.sort_values(["dataset", "norm", "eps", "_w", "_c", "model"],
-                              ascending=[True, True, True, False, False, True], kind="mergesort")
+    order = order.sort_values([*GROUP_COLUMNS, "_w", "_c", "model"],
+                              ascending=[True, True, True, True, False, False, True], kind="mergesort")
     frame = order.drop(columns=["_w", "_c"]).reset_index(drop=True)
-    frame.insert(0, "rank", frame.groupby(["dataset", "norm", "eps"], sort=False).cumcount() + 1)
+    frame.insert(0, "rank", frame.groupby(GROUP_COLUMNS, sort=False).cumcount() + 1)
     return frame[columns]
 
 
@@ -241,22 +324,57 @@ def _pct(value) -> str:
     return "" if value is None or pd.isna(value) else f"{100 * float(value):.2f}"
 
 
+def unreliable_reasons(row: dict) -> list[str]:
+    """Why a leaderboard row is ``unreliable``, one short phrase per reason (empty for a
+    reliable row)."""
+    if not flag(row.get("unreliable")):
+        return []
+    reasons = []
+    attacks = [k[len(ACC_PREFIX):] for k, v in sorted(row.items()) if k.startswith(ACC_PREFIX) and not pd.isna(v)]
+    source = _text(row.get("worst_case_from"))
+    if source == FROM_MIN and len(attacks) > 1:
+        reasons.append("worst case is the minimum over attacks, not per sample")
+    if (len(attacks) == 1 and _text(row.get("norm")) in BALL_NORMS and source != FROM_EXTERNAL
+            and not is_autoattack_ensemble(attacks[0])):
+        reasons.append(f"one attack only ({attacks[0]}), not a full AutoAttack")
+    if _text(row.get("indicators")):
+        reasons.append(f"attack-failure indicators fired: {row['indicators']}")
+    if not reasons:
+        reasons.append("marked unreliable by its source" if source == FROM_EXTERNAL or not attacks
+                       else "marked unreliable")
+    return reasons
+
+
 def leaderboard_markdown(frame: pd.DataFrame) -> str:
     """GitHub Markdown: accuracies in % (2 decimals), eps as ``8/255``; ``*`` marks an
-    unreliable worst case (a fallback, or one attack that is not a full AutoAttack)."""
+    unreliable worst case (a fallback, one attack that is not a full AutoAttack, or an
+    attack-failure indicator that fired), and a footnote lists the reasons per row."""
     attack_cols = [c for c in frame.columns if c.startswith(ACC_PREFIX)]
-    header = ["#", "model", "dataset", "norm", "eps", "clean", *[c[len(ACC_PREFIX):] for c in attack_cols],
+    header = ["#", "model", "dataset", "threat model", "eps", "clean", *[c[len(ACC_PREFIX):] for c in attack_cols],
               "worst case", "autoattack", "n", "worst case from"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+    notes, unchecked = [], 0
     for row in frame.to_dict("records"):
         mark = "*" if row["unreliable"] else ""
         eps = "" if pd.isna(row["eps"]) else format_eps(float(row["eps"]))
-        cells = [str(row["rank"]), str(row["model"]), str(row["dataset"]), str(row["norm"]), eps,
+        threat = _text(row.get("threat")) or _text(row["norm"])
+        cells = [str(row["rank"]), str(row["model"]), str(row["dataset"]), threat, eps,
                  _pct(row["clean_acc"]), *[_pct(row[c]) for c in attack_cols],
                  _pct(row["worst_case_acc"]) + mark, _pct(row["autoattack_acc"]),
                  "" if pd.isna(row["n"]) else str(int(row["n"])), str(row["worst_case_from"])]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-    return "\n".join(lines) + (
-        "\n\n`*` unreliable: worst case not computed per sample, or from one attack that is not a full "
-        "AutoAttack.\n"
+        if mark:
+            where = ", ".join(p for p in (str(row["dataset"]), threat, f"eps {eps}" if eps else "") if p)
+            notes.append(f"- #{row['rank']} {row['model']} ({where}): {'; '.join(unreliable_reasons(row))}")
+        if row["worst_case_from"] != FROM_EXTERNAL and not flag(row.get("checked", False)):
+            unchecked += 1
+    text = "\n".join(lines) + (
+        "\n\n`*` unreliable: worst case not computed per sample, from one attack that is not a full "
+        "AutoAttack, or an attack-failure indicator fired.\n"
     )
+    if notes:
+        text += "\n" + "\n".join(notes) + "\n"
+    if unchecked:
+        text += (f"\nAttack-failure checks: not checked for {unchecked} of {len(frame)} rows (results.csv without "
+                 "`unreliable`/`indicators` columns, from before the checks existed).\n")
+    return text

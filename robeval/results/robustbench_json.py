@@ -4,8 +4,14 @@ RobustBench keeps one JSON per model with the keys in :data:`MODEL_INFO_KEYS`;
 accuracies are strings of percentages with two decimals (``"86.04"``) and ``eps`` a
 string such as ``"8/255"``. Fields robeval does not know (link, authors, venue, ...) are
 empty strings unless given as overrides. What RobustBench has no field for (our model
-name, the norm, the per-attack accuracies, the per-sample worst case, n, training,
-version) goes under the extra key ``"robeval"``, which RobustBench ignores.
+name, the norm and threat model, the per-attack accuracies, the per-sample worst case,
+the attack-failure indicators that fired, n, training, version) goes under the extra key
+``"robeval"``, which RobustBench ignores.
+
+``"unreliable"`` is never ``false`` for a row the leaderboard flags (a fallback worst
+case, one attack that is not a full AutoAttack, or an attack-failure indicator that
+fired): not even a stored entry's own field or an override can clear it, and the
+``footnote`` then names the indicators.
 
 An entry without a ``"robeval"`` key (a published one) imports as an *external* row whose
 worst case is the lower of its ``autoattack_acc`` and ``external`` (RobustBench's field
@@ -26,7 +32,7 @@ import numpy as np
 
 from robeval.atomic import atomic_write_text
 from robeval.errors import RobevalError
-from robeval.results.leaderboard import ACC_PREFIX, FROM_EXTERNAL, FROM_SAMPLES
+from robeval.results.leaderboard import ACC_PREFIX, FROM_EXTERNAL, FROM_SAMPLES, flag, threat_model
 from robeval.results.tables import format_eps
 
 MODEL_INFO_KEYS = (
@@ -66,6 +72,10 @@ def _parse_eps(text: Any) -> float:
     return float(parse_eps_list(str(text))[0])
 
 
+def _text(value: Any) -> str:
+    return "" if value is None or _missing(value) else str(value)
+
+
 def _num(value: Any) -> float | None:
     return None if _missing(value) or value == "" else float(value)
 
@@ -78,11 +88,13 @@ def to_model_info(row: dict, **overrides: Any) -> dict:
     attacks = {k[len(ACC_PREFIX):]: _num(v) for k, v in sorted(row.items())
                if k.startswith(ACC_PREFIX) and _num(v) is not None}
     source = str(row.get("worst_case_from") or "")
+    indicators = _text(row.get("indicators"))
+    unreliable = flag(row.get("unreliable")) or bool(indicators)
     info: dict[str, Any] = {key: "" for key in MODEL_INFO_KEYS}
     info.update({
         "name": str(row.get("model", "")), "dataset": str(row.get("dataset", "")),
         "eps": "" if eps is None else format_eps(eps), "clean_acc": _pct(row.get("clean_acc")),
-        "autoattack_acc": _pct(row.get("autoattack_acc")), "unreliable": bool(row.get("unreliable", False)),
+        "autoattack_acc": _pct(row.get("autoattack_acc")), "unreliable": unreliable,
     })
     if source != FROM_EXTERNAL:
         # robeval's models are deterministic and trained on the data set alone; the worst
@@ -91,18 +103,24 @@ def to_model_info(row: dict, **overrides: Any) -> dict:
                      "external": _pct(row.get("worst_case_acc"))})
         how = "per sample" if source == FROM_SAMPLES else source
         info["footnote"] = (f"robeval worst case over {', '.join(attacks) or 'no attacks'} ({how}): "
-                            f"{_pct(row.get('worst_case_acc'))}%")
+                            f"{_pct(row.get('worst_case_acc'))}%"
+                            + (f"; attack-failure indicators fired: {indicators}" if indicators else ""))
     blob = row.get("model_info")
     if isinstance(blob, str) and blob.strip():
         info.update(json.loads(blob))
     info.update(overrides)
+    if unreliable:
+        info["unreliable"] = True
     if source != FROM_EXTERNAL:
         n = _num(row.get("n"))
+        norm = _text(row.get("norm"))
         info[EXTRA_KEY] = {
-            "model": str(row.get("model", "")), "norm": str(row.get("norm", "")), "eps": eps,
-            "clean_acc": _num(row.get("clean_acc")), "attacks": attacks,
+            "model": str(row.get("model", "")), "norm": norm,
+            "threat": _text(row.get("threat")) or threat_model(norm, next(iter(attacks)) if len(attacks) == 1 else ""),
+            "eps": eps, "clean_acc": _num(row.get("clean_acc")), "attacks": attacks,
             "worst_case_acc": _num(row.get("worst_case_acc")), "worst_case_from": source,
-            "autoattack_acc": _num(row.get("autoattack_acc")), "unreliable": bool(row.get("unreliable", False)),
+            "autoattack_acc": _num(row.get("autoattack_acc")), "unreliable": flag(info["unreliable"]),
+            "indicators": indicators, "checked": flag(row.get("checked")),
             "n": None if n is None else int(n), "training": str(row.get("training") or ""),
             "robeval_version": str(row.get("robeval_version") or ""),
         }
@@ -111,6 +129,18 @@ def to_model_info(row: dict, **overrides: Any) -> dict:
     if EXTRA_KEY in info:
         ordered[EXTRA_KEY] = info[EXTRA_KEY]
     return ordered
+
+
+def model_info_filename(row: dict) -> str:
+    """A file name for the entry of a leaderboard row, distinct for every (model, data set,
+    threat model, eps): ``<model>_<dataset>_<threat>_<eps>.json`` with ``/`` in eps as
+    ``_`` and any other character that is not alphanumeric, ``-``, ``_`` or ``.`` as ``_``
+    (a ball norm's threat model is its norm, so those names are ``..._linf_8_255.json``)."""
+    eps = _num(row.get("eps"))
+    parts = (_text(row.get("model")), _text(row.get("dataset")), _text(row.get("threat")) or _text(row.get("norm")),
+             "" if eps is None else format_eps(eps).replace("/", "_"))
+    stem = "_".join(p for p in parts if p)
+    return ("".join(c if c.isalnum() or c in "-_." else "_" for c in stem) or "model") + ".json"
 
 
 def norm_from_path(path: Path) -> str:
@@ -133,15 +163,20 @@ def from_model_info(info: dict, *, norm: str = "") -> dict:
     blob = json.dumps(fields)
     if isinstance(extra, dict):
         nan = math.nan
+        attacks = extra.get("attacks", {})
+        only = next(iter(attacks)) if len(attacks) == 1 else ""
         row = {
             "model": extra.get("model", ""), "dataset": str(info.get("dataset", "")), "norm": extra.get("norm", ""),
+            "threat": extra.get("threat") or threat_model(extra.get("norm", ""), only),
             "eps": nan if extra.get("eps") is None else float(extra["eps"]),
             "clean_acc": nan if extra.get("clean_acc") is None else float(extra["clean_acc"]),
             **{f"{ACC_PREFIX}{a}": float(v) for a, v in extra.get("attacks", {}).items()},
             "worst_case_acc": nan if extra.get("worst_case_acc") is None else float(extra["worst_case_acc"]),
             "worst_case_from": extra.get("worst_case_from", ""),
             "autoattack_acc": nan if extra.get("autoattack_acc") is None else float(extra["autoattack_acc"]),
-            "unreliable": bool(extra.get("unreliable", False)), "attacks": len(extra.get("attacks", {})),
+            "unreliable": flag(extra.get("unreliable")) or flag(info.get("unreliable")),
+            "indicators": str(extra.get("indicators") or ""), "checked": flag(extra.get("checked")),
+            "attacks": len(attacks),
             "n": extra.get("n"), "training": extra.get("training", ""),
             "robeval_version": extra.get("robeval_version", ""), "model_info": blob,
         }
@@ -151,10 +186,11 @@ def from_model_info(info: dict, *, norm: str = "") -> dict:
     worst = np.nanmin([auto, external]) if not (math.isnan(auto) and math.isnan(external)) else math.nan
     return {
         "model": str(info.get("name", "")), "dataset": str(info.get("dataset", "")),
-        "norm": str(info.get("norm") or norm),
+        "norm": str(info.get("norm") or norm), "threat": threat_model(info.get("norm") or norm),
         "eps": _parse_eps(info.get("eps")), "clean_acc": _from_pct(info.get("clean_acc")),
         "worst_case_acc": float(worst), "worst_case_from": FROM_EXTERNAL, "autoattack_acc": auto,
-        "unreliable": bool(info.get("unreliable", False)), "attacks": 0, "n": None, "training": "",
+        "unreliable": flag(info.get("unreliable")), "indicators": "", "checked": False, "attacks": 0, "n": None,
+        "training": "",
         "robeval_version": "", "model_info": blob,
     }
 

@@ -70,7 +70,8 @@ def run_model_checks(
     xs, ys = x[sample].to(device), y[sample].to(device)
     pairs = [(cells[0].attack, attack) for attack, cells in attack_cells]
     findings = model_findings(model, model_name, pairs, xs, ys, seed)
-    findings += path_findings(store, stored, attack_cells)
+    findings += path_findings(store, stored, attack_cells, model=model, x=xs, y=ys, sample_idx=sample.numpy(),
+                              seed=seed)
     findings += unconstrained_findings(model, attack_cells, stored, xs, ys, seed)
     findings += gradient_free_findings(attack_cells, stored)
     if level == "full":
@@ -126,7 +127,7 @@ def summary_lines(findings: Sequence[Finding], seconds: float | None = None, lev
     if level == "off":
         return ["attack-failure checks: off (--checks fast to run them)"]
     fired = [f for f in findings if f.fired]
-    cost = f" in {seconds:.1f} s" if seconds else ""
+    cost = f" in {seconds:.2f} s" if seconds else ""
     checked = len({(f.model, f.attack) for f in findings})
     if not fired:
         return [f"attack-failure checks ({level}{cost}): no indicator fired for {checked} model x attack pairs"]

@@ -7,11 +7,14 @@ from robeval.eval.indicators.base import IndicatorInfo, describe
 
 ZERO_GRADIENT_SHARE = 0.05  # unavailable-gradients: share of sample points with no usable gradient
 JUMP_SHARE = 0.10  # unstable-predictions: share of sample points whose loss jumps under tiny noise
-UNCONSTRAINED_FAILURES = 0.01  # unconstrained-failure: share of points not fooled with no bound
+UNCONSTRAINED_FAILURES = 0.01  # unconstrained-failure: share of a minimal-norm search's failures over the run
+UNCONSTRAINED_SAMPLE_FAILURES = 0.05  # ... and of the sample a budgeted attack fails on at eps = the whole box
 GRADIENT_FREE_SHARE = 0.01  # gradient-free-beats-gradient: share of clean-correct points
 SILENT_SHARE = 0.0  # silent-success: any point
 RISING_TREND = 0.10  # incomplete-optimization: a failed point's loss still rising by this much ...
-RISING_SHARE = 0.50  # ... for more than this share of the failed points
+RISING_SHARE = 0.50  # ... for more than this share of the failed points, and when
+LONGER_RUN_STEPS = 4  # ... the attack with 4x the steps on the failed sample points
+LONGER_RUN_GAIN = 0.05  # ... fools more than this share of the sample (and at least 2 points)
 CURVE_ATOL = 1e-9  # inconsistent-results: tolerance on accuracies recomputed from the points
 LOGIT_RTOL_TEXT = "two forwards agree within 0.1%"
 
@@ -42,16 +45,18 @@ INCOMPLETE_OPTIMIZATION = describe(IndicatorInfo(
     name="incomplete-optimization",
     catches="too few steps: the loss of the points the attack failed on was still rising at the end",
     fires_when=f"for more than {RISING_SHARE:.0%} of the failed points, the mean loss of the last quarter of "
-               f"the steps exceeds that of the quarter before by more than {RISING_TREND:.0%} of the loss's range",
-    cost="free: recorded from the attack's own path",
+               f"the steps exceeds that of the quarter before by more than {RISING_TREND:.0%} of the loss's range, "
+               f"and (attacks with `steps`) the attack with {LONGER_RUN_STEPS}x the steps, run on the sample points it "
+               f"failed on, fools more than {LONGER_RUN_GAIN:.0%} of the sample (and at least 2 points)",
+    cost="free from the attack's own path; one longer run on the failed sample points where the path says so",
 ))
 UNCONSTRAINED_FAILURE = describe(IndicatorInfo(
     name="unconstrained-failure",
     catches="an attack that cannot fool points even with no bound, which any input can: a failed search "
             "(too few steps) or obfuscated gradients",
-    fires_when=f"more than {UNCONSTRAINED_FAILURES:.0%} of the points stay correctly classified: for a "
-               "minimal-norm search its failures over the whole run; for a budgeted attack a run at eps = "
-               "the whole box (L-inf 1, L2 sqrt(d), L0 d) on the sample",
+    fires_when=f"a minimal-norm search failed on more than {UNCONSTRAINED_FAILURES:.0%} of the run's clean-correct "
+               f"points; a budgeted attack run at eps = the whole box (L-inf 1, L2 sqrt(d), L0 d) failed on more "
+               f"than {UNCONSTRAINED_SAMPLE_FAILURES:.0%} of the sample",
     cost="free for minimal-norm searches; one run of the attack on the sample for budgeted attacks",
 ))
 GRADIENT_FREE_BEATS_GRADIENT = describe(IndicatorInfo(

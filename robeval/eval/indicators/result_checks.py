@@ -4,6 +4,7 @@ unconstrained-failure and gradient-free-beats-gradient."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 
@@ -17,10 +18,13 @@ from robeval.eval.checks import attack_norms
 from robeval.eval.indicators.base import Finding
 from robeval.eval.indicators.catalog import (
     GRADIENT_FREE_SHARE,
+    LONGER_RUN_GAIN,
+    LONGER_RUN_STEPS,
     RISING_SHARE,
     RISING_TREND,
     SILENT_SHARE,
     UNCONSTRAINED_FAILURES,
+    UNCONSTRAINED_SAMPLE_FAILURES,
 )
 from robeval.results.store import BatchResult, PointTraces, ResultStore
 from robeval.results.tables import cell_samples, success
@@ -35,10 +39,15 @@ def _aligned(traces: PointTraces, s: BatchResult) -> np.ndarray:
                     dtype=np.int64)
 
 
-def path_findings(store: ResultStore, stored: dict[str, BatchResult], attack_cells: Sequence[AttackCells]) -> list[Finding]:
-    """silent-success and incomplete-optimization per cell, from the stored path traces."""
+def path_findings(
+    store: ResultStore, stored: dict[str, BatchResult], attack_cells: Sequence[AttackCells], *,
+    model: nn.Module, x: Tensor, y: Tensor, sample_idx: np.ndarray, seed: int,
+) -> list[Finding]:
+    """silent-success and incomplete-optimization per cell, from the stored path traces;
+    an incomplete optimisation the path suggests is confirmed by a longer run on the
+    sample points (``x, y``; their positions ``sample_idx`` in the run's subset)."""
     findings: list[Finding] = []
-    for _, cells in attack_cells:
+    for attack, cells in attack_cells:
         keys = [cells[0].search()] if cells[0].minimal else cells
         for cell in keys:
             traces = store.read_traces(cell.store_key)
@@ -50,8 +59,44 @@ def path_findings(store: ResultStore, stored: dict[str, BatchResult], attack_cel
             final = success(s)[pos[keep]]
             eps = None if cell.minimal else float(cell.eps)
             findings.append(_silent(cell, eps, traces.iterate_adv[keep], final))
-            findings.append(_incomplete(cell, eps, traces.loss_trend[keep], final))
+            finding = _incomplete(cell, eps, traces.loss_trend[keep], final)
+            if finding.fired and eps is not None and cell.target is None:
+                finding = _confirm_longer(finding, attack, cell, s, model, x, y, sample_idx, seed)
+            findings.append(finding)
     return findings
+
+
+def _confirm_longer(
+    finding: Finding, attack: object, cell: Cell, s: BatchResult, model: nn.Module, x: Tensor, y: Tensor,
+    sample_idx: np.ndarray, seed: int,
+) -> Finding:
+    """Run the attack with ``LONGER_RUN_STEPS`` times its steps on the sample points it
+    failed on at this eps: the path's rising loss counts only if that fools more of them."""
+    steps = getattr(attack, "steps", None)
+    if not isinstance(steps, int) or not dataclasses.is_dataclass(attack):
+        return finding
+    where = {int(i): k for k, i in enumerate(s.idx)}
+    rows = np.array([where.get(int(i), -1) for i in sample_idx])
+    ok = rows >= 0
+    failed = np.zeros(len(sample_idx), dtype=bool)
+    failed[ok] = ~success(s)[rows[ok]]
+    if not failed.any():
+        return dataclasses.replace(finding, fired=False, detail=finding.detail + " (no sample point to confirm on)")
+    longer = dataclasses.replace(attack, steps=steps * LONGER_RUN_STEPS)  # type: ignore[type-var]
+    pick = torch.from_numpy(failed).to(x.device)
+    xs, ys = x[pick], y[pick]
+    result = longer(model, xs, ys, eps=cell.eps, generator=torch.Generator().manual_seed(seed))  # type: ignore[operator]
+    x_adv, _ = attack_norms(xs, result, eps=cell.eps, norm=cell.norm, attack=cell.attack)
+    with torch.no_grad():
+        fooled = int((model(x_adv.detach()).argmax(1) != ys).sum())
+    n = len(ys)
+    if fooled >= 2 and fooled > LONGER_RUN_GAIN * len(sample_idx):  # accuracy on the sample moves by > 5 points
+        return dataclasses.replace(finding, detail=finding.detail.replace(
+            ": more steps", f"; with {LONGER_RUN_STEPS}x the steps it fooled {fooled} of the {n} sample points it "
+            "had failed on: more steps"))
+    return dataclasses.replace(finding, fired=False, detail=(
+        f"the loss was still rising for {finding.value:.0%} of the failed points, but {LONGER_RUN_STEPS}x the steps "
+        f"fooled only {fooled} of the {n} sample points it had failed on: converged enough."))
 
 
 def _silent(cell: Cell, eps: float | None, seen: np.ndarray, final: np.ndarray) -> Finding:
@@ -118,8 +163,10 @@ def unconstrained_findings(
             share = float(failed.sum() / n) if n else 0.0
             what = f"its unbounded search failed on {int(failed.sum())} of {n} clean-correct points"
         else:
+            if len(x) == 0:
+                continue  # no clean-correct point to try
             eps = box_eps(first.norm, x)
-            if eps is None or len(x) == 0:
+            if eps is None:
                 continue
             generator = torch.Generator().manual_seed(seed)
             result = attack(model, x, y, eps=eps, generator=generator)  # type: ignore[operator]
@@ -129,12 +176,13 @@ def unconstrained_findings(
             n = len(y)
             share = float(robust.float().mean())
             what = f"run with no bound (eps = the whole box) it failed on {int(robust.sum())} of {n} sample points"
-        fired = share > UNCONSTRAINED_FAILURES
+        limit = UNCONSTRAINED_FAILURES if first.minimal else UNCONSTRAINED_SAMPLE_FAILURES
+        fired = share > limit
         detail = (f"{what}, which any input can fool: the search is too short or the gradients are obfuscated, so "
                   f"every eps overstates robustness; run {_stronger(first.attack)}." if fired else
                   f"{what}.")
         findings.append(Finding(first.model, first.attack, None, "unconstrained-failure", fired, share,
-                                UNCONSTRAINED_FAILURES, detail, n))
+                                limit, detail, n))
     return findings
 
 

@@ -41,6 +41,9 @@ bench: $(VENV)/.installed-peers
 	$(PY) benchmarks/regularizer_cost.py
 	$(PY) benchmarks/autoattack_curve.py
 	$(PY) benchmarks/paper_checks.py
+	$(PY) benchmarks/best_iterate.py
+	$(PY) benchmarks/indicators_smooth_kernels.py
+	$(PY) benchmarks/worst_case.py
 
 clean:
 	rm -rf $(VENV) results/demo results/run

@@ -46,7 +46,7 @@ QUICK_N = 64
 
 
 def evaluate(checkpoint: Path, attacks: list[str], *, worst_case: bool, eps: float, n: int,
-             device: torch.device) -> tuple[float, pd.DataFrame, dict[str, pd.DataFrame]]:
+             device: torch.device, seed: int = 0) -> tuple[float, pd.DataFrame, dict[str, pd.DataFrame]]:
     """One timed ``robeval.evaluate`` call in a fresh folder: seconds, results.csv and the
     extra tables it wrote."""
     with tempfile.TemporaryDirectory() as out:
@@ -54,7 +54,7 @@ def evaluate(checkpoint: Path, attacks: list[str], *, worst_case: bool, eps: flo
             torch.cuda.synchronize()
         tic = time.perf_counter()
         df = robeval.evaluate(models=[str(checkpoint)], attacks=attacks, eps=[0.0, eps], n=n, batch_size=n,
-                              device=str(device), seed=0, worst_case=worst_case, checks="off", out=out)
+                              device=str(device), seed=seed, worst_case=worst_case, checks="off", out=out)
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - tic
@@ -71,6 +71,7 @@ def main() -> None:
     parser.add_argument("--pgd", default="pgd", help="the cheap first stage (default: PGD-10, random start)")
     parser.add_argument("--aa", default=None, help="the AutoAttack spec (default: standard; reduced with --quick)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed", type=int, default=0, help="the test subset and the attacks' seeds")
     parser.add_argument("--out", default="results/benchmarks")
     args = parser.parse_args()
     n = args.n if args.n is not None else (QUICK_N if args.quick else 500)
@@ -81,13 +82,13 @@ def main() -> None:
     checkpoint = out / "bench_mnist_cnn_pgd_at.pt"
     if not checkpoint.exists():
         train(TrainSpec.from_yaml(RECIPE, device=str(device), seed=0, out=str(checkpoint)))
-    robeval.load_dataset("mnist-mini", split="test", n=n, seed=0)  # parse and cache before timing
+    robeval.load_dataset("mnist-mini", split="test", n=n, seed=args.seed)  # parse and cache before timing
 
     sides = {"worst-case": ([args.pgd, aa], True), "autoattack": ([aa], False)}
     rows, tables = [], {}
     for label, (attacks, worst_case) in sides.items():
         seconds, df, tables[label] = evaluate(checkpoint, attacks, worst_case=worst_case, eps=args.eps, n=n,
-                                              device=device)
+                                              device=device, seed=args.seed)
         at_eps = df[df["eps"] == args.eps].iloc[0]
         rows.append({"side": label, "attacks": " -> ".join(attacks), "n": int(at_eps["n"]),
                      "clean_acc": float(at_eps["clean_acc"]), "robust_acc": float(at_eps["robust_acc"]),
@@ -121,7 +122,7 @@ def main() -> None:
             md += ["", f"AutoAttack breakdown ({label}): robust accuracy (%) after each sub-attack", "",
                    "| " + " | ".join(breakdown["sub_attack"]) + " |", "|" + "---|" * len(breakdown),
                    "| " + " | ".join(f"{100 * a:.1f}" for a in breakdown["robust_acc_after"]) + " |"]
-    name = "worst_case_quick" if args.quick else "worst_case"
+    name = ("worst_case_quick" if args.quick else "worst_case") + (f"_seed{args.seed}" if args.seed else "")
     frame.to_csv(out / f"{name}.csv", index=False)
     (out / f"{name}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))

@@ -342,3 +342,12 @@ def test_old_results_are_not_flagged_but_not_checked(tmp_path):
     frame.to_csv(off / "results.csv", index=False)
     row = leaderboard([off]).iloc[0]
     assert not row["unreliable"] and not row["checked"]
+
+
+def test_a_worst_case_cascade_with_a_full_autoattack_counts_as_one(tmp_path):
+    stages = {"strong": "pgd > autoattack", "weak": "fgsm > pgd", "custom": "pgd > autoattack:version=custom,attacks=apgd-ce"}
+    results = [_result(m, "worst-case", 0.3, 10, 0.9, 0.5, stages=s) for m, s in stages.items()]
+    frame = leaderboard([_run_dir(tmp_path / "r", results)]).set_index("model")
+    assert not frame.loc["strong", "unreliable"]
+    assert frame.loc["weak", "unreliable"] and frame.loc["custom", "unreliable"]
+    assert frame["autoattack_acc"].isna().all()  # a cascade is not AutoAttack alone

@@ -26,6 +26,7 @@ from robeval.eval.cascade import Cascade, breakdown_store, check_worst_case, run
 from robeval.eval.cells import Cell
 from robeval.eval.examples import targeted_examples
 from robeval.eval.indicators import (
+    CHECKS_FILE,
     apply_flags,
     consistency_findings,
     nested_attacks,
@@ -176,6 +177,8 @@ def run(spec: RunSpec) -> pd.DataFrame:
     if spec.checks != "off":
         findings += consistency_findings(results, samples, nested)
         write_checks(out, findings)
+    elif (out / CHECKS_FILE).exists():
+        (out / CHECKS_FILE).unlink()  # an earlier run's findings would not describe these tables
     results = apply_flags(results, findings, checked=spec.checks != "off")
     write_outputs(out, resolved.to_dict(), results, samples, curves=curves, grid=grid)
     write_tables(out, extra_tables)  # worst_case.csv, autoattack_breakdown.csv

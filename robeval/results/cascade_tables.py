@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 WORST_CASE = "worst-case"
+STAGE_SEPARATOR = " > "  # results.csv's `stages` of a worst-case row: its attacks in cascade order
 WORST_CASE_COLUMNS = [
     "model", "norm", "eps", "stage", "attack", "n", "attacked", "broken", "robust_acc",
     "forward_passes", "backward_passes", "seconds",
@@ -196,6 +197,7 @@ def _result_row(cascade: Cascade, eps: float, s: BatchResult, cost: Cost, key: s
         "target_success": np.nan, "mean_rel_perturbation": np.nan,
         "forward_passes": cost.forward, "backward_passes": cost.backward, "seconds": round(cost.seconds, 4),
         "robeval_version": __version__, "seed": cascade.seed, "cell_key": key,
+        "stages": STAGE_SEPARATOR.join(cascade.stages),
     }
 
 

@@ -245,12 +245,23 @@ def _computed_rows(results: pd.DataFrame, samples: dict[str, pd.DataFrame | None
             "model": model, "dataset": dataset, "norm": norm, "threat": threat, "eps": float(eps), "clean_acc": clean,
             **accs, "worst_case_acc": worst, "worst_case_from": source,
             "autoattack_acc": float(auto["robust_acc"].min()) if len(auto) else np.nan,
-            "unreliable": _unreliable(source, list(group["attack"]), ball=norm in BALL_NORMS)
+            "unreliable": _unreliable(source, _effective_attacks(group), ball=norm in BALL_NORMS)
             or bool(group["_flagged"].any()),
             "indicators": indicators, "checked": bool(group["_checked"].all()), "attacks": len(group), "n": n,
             "training": "; ".join(trainings), "robeval_version": ",".join(versions), "model_info": "",
         })
     return rows
+
+
+def _effective_attacks(group: pd.DataFrame) -> list[str]:
+    """The group's attacks, a ``worst-case`` cascade row counting as a full AutoAttack
+    when one of its ``stages`` is one (the cascade is at least as strong as its stages)."""
+    stages = group["stages"].map(_text) if "stages" in group.columns else pd.Series("", index=group.index)
+    return [
+        "autoattack (in a worst-case cascade)"
+        if attack == "worst-case" and any(is_autoattack_ensemble(s) for s in stage.split(" > ")) else attack
+        for attack, stage in zip(group["attack"], stages, strict=True)
+    ]
 
 
 def is_autoattack_ensemble(attack: str) -> bool:

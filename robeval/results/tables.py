@@ -19,7 +19,7 @@ from robeval.version import __version__
 RESULT_COLUMNS = [
     "model", "training", "dataset", "attack", "norm", "eps", "target", "n", "clean_acc", "robust_acc",
     "target_success", "mean_rel_perturbation", "forward_passes", "backward_passes", "seconds",
-    "robeval_version", "seed", "cell_key",
+    "robeval_version", "seed", "cell_key", "stages",
 ]
 SAMPLE_COLUMNS = [
     "model", "attack", "eps", "index", "split_index", "target", "label", "clean_pred", "adv_pred",
@@ -94,7 +94,7 @@ def results_frame(
             "mean_rel_perturbation": _mean_relative(s, cell, hit) if cell.minimal and cell.norm in BALL_NORMS else np.nan,
             "forward_passes": cost.forward, "backward_passes": cost.backward,
             "seconds": round(cost.seconds, 4),
-            "robeval_version": __version__, "seed": cell.seed, "cell_key": cell.key,
+            "robeval_version": __version__, "seed": cell.seed, "cell_key": cell.key, "stages": "",
         })
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 

@@ -28,12 +28,8 @@ from robeval.eval.cells import Cell
 from robeval.eval.indicators.base import LEVELS, Finding, IndicatorInfo, indicators
 from robeval.eval.indicators.consistency import consistency_findings
 from robeval.eval.indicators.model_checks import model_findings
-from robeval.eval.indicators.result_checks import (
-    gradient_free_findings,
-    path_findings,
-    square_probe_findings,
-    unconstrained_findings,
-)
+from robeval.eval.indicators.gradient_free import gradient_free_findings, square_probe_findings
+from robeval.eval.indicators.result_checks import path_findings, unconstrained_findings
 from robeval.results.store import BatchResult, ResultStore
 from robeval.version import __version__
 

@@ -61,11 +61,12 @@ UNCONSTRAINED_FAILURE = describe(IndicatorInfo(
 ))
 GRADIENT_FREE_BEATS_GRADIENT = describe(IndicatorInfo(
     name="gradient-free-beats-gradient",
-    catches="gradient masking: a gradient-free attack (noise, salt and pepper, Square) fools points the "
-            "white-box gradient attack missed at the same norm and eps",
-    fires_when=f"more than {GRADIENT_FREE_SHARE:.0%} of the clean-correct points (in the run's attacks; "
-               "with --checks full also a Square probe on the sample)",
-    cost="free from the run's points; full: one Square run (1000 queries) on the sample per eps",
+    catches="gradient masking: a gradient-free attack (noise, salt and pepper, Square) fools points that none "
+            "of the run's gradient attacks of the same norm fooled at the same eps",
+    fires_when=f"it fools more than {GRADIENT_FREE_SHARE:.0%} of the clean-correct points the gradient attacks "
+               "missed (the run's own gradient-free attacks; with --checks full also a Square probe on the sample)",
+    cost="free from the run's points; full: one Square run (1000 queries) on the sample per norm, at the "
+         "largest eps",
 ))
 PROBABILITY_OUTPUTS = describe(IndicatorInfo(
     name="probability-outputs",

@@ -1,6 +1,5 @@
-"""Indicators read off what the run stored (free) or found by running the attack once
-more on the sample with no bound: silent-success, incomplete-optimization,
-unconstrained-failure and gradient-free-beats-gradient."""
+"""Indicators read off what the run stored (free) or confirmed by running the attack once
+more on the sample: silent-success, incomplete-optimization and unconstrained-failure."""
 
 from __future__ import annotations
 
@@ -12,12 +11,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from robeval.attacks.base import BALL_NORMS, is_gradient_free, is_minimal
+from robeval.attacks.base import BALL_NORMS
 from robeval.eval.cells import Cell
 from robeval.eval.checks import attack_norms
 from robeval.eval.indicators.base import Finding
 from robeval.eval.indicators.catalog import (
-    GRADIENT_FREE_SHARE,
     LONGER_RUN_GAIN,
     LONGER_RUN_STEPS,
     RISING_SHARE,
@@ -183,76 +181,4 @@ def unconstrained_findings(
                   f"{what}.")
         findings.append(Finding(first.model, first.attack, None, "unconstrained-failure", fired, share,
                                 limit, detail, n))
-    return findings
-
-
-def gradient_free_findings(attack_cells: Sequence[AttackCells], stored: dict[str, BatchResult]) -> list[Finding]:
-    """gradient-free-beats-gradient from the run's own points: a gradient-free attack of the
-    same norm and eps fooled points the gradient attack did not."""
-    findings: list[Finding] = []
-    free = [(a, c) for a, c in attack_cells if is_gradient_free(a) and c[0].norm in BALL_NORMS]
-    for attack, cells in attack_cells:
-        if is_gradient_free(attack) or cells[0].norm not in BALL_NORMS or cells[0].target is not None:
-            continue
-        for cell in cells:
-            if cell.eps <= 0 or math.isinf(cell.eps):
-                continue
-            mine = cell_samples(cell, stored)
-            for _, other_cells in free:
-                other = next((c for c in other_cells if c.norm == cell.norm and c.eps == cell.eps), None)
-                if other is None:
-                    continue
-                theirs = cell_samples(other, stored)
-                if not np.array_equal(mine.idx, theirs.idx) or not np.array_equal(mine.target, theirs.target):
-                    continue
-                clean_ok = mine.clean_pred == mine.label
-                missed = clean_ok & success(theirs) & ~success(mine)
-                n = int(clean_ok.sum())
-                share = float(missed.sum() / n) if n else 0.0
-                fired = share > GRADIENT_FREE_SHARE
-                detail = (f"the gradient-free {other.attack} fooled {int(missed.sum())} clean-correct points that "
-                          f"{cell.attack} did not at the same eps: gradient masking; run BPDA or EOT on the "
-                          "defence's masking step, or autoattack (its Square attack needs no gradients)." if fired
-                          else f"{other.attack} fooled no more points than {cell.attack} here.")
-                findings.append(Finding(cell.model, cell.attack, float(cell.eps), "gradient-free-beats-gradient",
-                                        fired, share, GRADIENT_FREE_SHARE, detail, n))
-    return findings
-
-
-def square_probe_findings(
-    model: nn.Module, attack_cells: Sequence[AttackCells], stored: dict[str, BatchResult],
-    x: Tensor, y: Tensor, sample_idx: np.ndarray, seed: int,
-) -> list[Finding]:
-    """``--checks full``: the Square attack (1000 queries; Andriushchenko et al. 2020) on the
-    sample at each gradient attack's largest eps, against that attack's stored points."""
-    from robeval.attacks import get as get_attack
-
-    findings: list[Finding] = []
-    for attack, cells in attack_cells:
-        finite = [c for c in cells if 0 < c.eps < math.inf]
-        if is_gradient_free(attack) or is_minimal(attack) or not finite or finite[0].norm not in ("linf", "l2"):
-            continue
-        if cells[0].target is not None or len(x) == 0:
-            continue
-        cell = finite[-1]
-        s = cell_samples(cell, stored)
-        where = {int(i): k for k, i in enumerate(s.idx)}
-        rows = [where.get(int(i), -1) for i in sample_idx]
-        if min(rows) < 0:
-            continue
-        robust = torch.from_numpy(~success(s)[rows])
-        square = get_attack(f"autoattack:version=custom,attacks=square,n_queries=1000,norm={cell.norm}")
-        generator = torch.Generator().manual_seed(seed)
-        x_adv, _ = attack_norms(x, square(model, x, y, eps=cell.eps, generator=generator), eps=cell.eps,
-                                norm=cell.norm, attack="square (check)")
-        with torch.no_grad():
-            fooled = (model(x_adv).argmax(1) != y).cpu()
-        missed = fooled & robust
-        share = float(missed.float().mean())
-        fired = share > GRADIENT_FREE_SHARE
-        detail = (f"Square (1000 queries, no gradients) fooled {int(missed.sum())} of {len(y)} sample points that "
-                  f"{cell.attack} did not at eps {cell.eps:g}: gradient masking; run autoattack, BPDA or EOT." if fired
-                  else f"Square (1000 queries) fooled no sample point that {cell.attack} missed at eps {cell.eps:g}.")
-        findings.append(Finding(cell.model, cell.attack, float(cell.eps), "gradient-free-beats-gradient", fired,
-                                share, GRADIENT_FREE_SHARE, detail, len(y)))
     return findings

@@ -182,3 +182,43 @@ def test_every_indicator_is_documented() -> None:
     for name in names:
         info = ind.indicators.get(name)
         assert info.catches and info.fires_when and info.cost
+
+
+CUT_FACTORY = '''
+import robeval
+from torch import nn
+
+
+class Cut(nn.Module):
+    def forward(self, x):
+        return x.detach()
+
+
+class Net(nn.Module):
+    def __init__(self, ckpt):
+        super().__init__()
+        self.cut = Cut()
+        self.base = robeval.load_model(ckpt)
+
+    def forward(self, x):
+        return self.base(self.cut(x))
+
+
+def make(ckpt):
+    return Net(ckpt).eval(), {"dataset": "digits", "input_shape": (1, 8, 8)}
+'''
+
+
+def test_a_cut_graph_is_named_not_a_traceback(digits_checkpoint, tmp_path) -> None:
+    factory = tmp_path / "cut.py"
+    factory.write_text(CUT_FACTORY)
+    source = f"{factory}:make:ckpt={digits_checkpoint}"
+    frame = robeval.evaluate(models=[source], attacks=["pgd"], out=str(tmp_path / "pgd"), **{**RUN, "eps": "0,0.1"})
+    (finding,) = [f for f in frame.attrs["checks"] if f.indicator == "unavailable-gradients"]
+    assert finding.fired and "--bpda cut" in finding.detail
+    with pytest.raises(robeval.RobevalError, match="cuts the autograd graph in 'cut'.*--bpda cut"):
+        robeval.evaluate(models=[source], attacks=["deepfool"], out=str(tmp_path / "df"), **{**RUN, "eps": "0,0.1"})
+    fixed = robeval.evaluate(models=[source], attacks=["pgd"], bpda=("cut",), out=str(tmp_path / "bpda"),
+                             **{**RUN, "eps": "0,0.1"})
+    assert fixed["robust_acc"].iloc[-1] < frame["robust_acc"].iloc[-1] - 0.2
+    assert not fixed["unreliable"].any()

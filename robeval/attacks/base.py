@@ -202,9 +202,11 @@ def loss_gradient(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
     """``d/dx sum_i CE(model(x_i), y_i)``; parameter gradients are neither computed nor stored.
 
     Untargeted attacks ascend it with ``y`` the labels; targeted attacks descend it with
-    ``y`` the targets."""
+    ``y`` the targets. A model whose forward pass cuts the graph (``detach``, ``no_grad``)
+    gives a zero gradient, as a naive attack sees it; the ``unavailable-gradients``
+    indicator reports it."""
     x = x.detach().requires_grad_(True)
     with torch.enable_grad():
         loss = F.cross_entropy(model(x), y, reduction="sum")
-        (grad,) = torch.autograd.grad(loss, x)
+        (grad,) = torch.autograd.grad(loss, x) if loss.requires_grad else (torch.zeros_like(x),)
     return grad

@@ -120,7 +120,9 @@ def objective_gradient(
         with torch.enable_grad():
             logits = model(xr)
             value = fn(logits, y, target)
-            (grad,) = torch.autograd.grad(value.sum(), xr)
+            # A forward pass that cuts the graph gives no gradient: zero, as a naive attack
+            # sees it (the unavailable-gradients indicator names the module).
+            (grad,) = torch.autograd.grad(value.sum(), xr) if value.requires_grad else (torch.zeros_like(xr),)
         logits, value = logits.detach(), value.detach()
         if eot == 1:
             return grad, value, logits

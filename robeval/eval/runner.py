@@ -37,6 +37,7 @@ from robeval.attacks.base import (
     perturbation_norms,
 )
 from robeval.attacks.trace import loss_trend, tracing
+from robeval.errors import RobevalError
 from robeval.eval.cells import Cell, batch_seed
 from robeval.eval.checks import attack_norms
 from robeval.eval.counting import PassCounter
@@ -175,7 +176,10 @@ def _attack_points(
             y_in = points.label[chunk].to(device)
             extra = {"target": points.target[chunk].to(device)} if cell.target is not None else {}
             with tracing(len(chunk)) as trace:
-                result = attack(counter, x_in, y_in, eps=cell.eps, generator=generator, **extra)
+                try:
+                    result = attack(counter, x_in, y_in, eps=cell.eps, generator=generator, **extra)
+                except RuntimeError as exc:
+                    raise _graph_error(exc, model, cell, x_in, y_in) from None
             x_adv, own = attack_norms(x_in, result, eps=cell.eps, norm=cell.norm, attack=cell.attack)
             with torch.no_grad():
                 pred = model(x_adv.detach()).argmax(1).cpu()
@@ -194,6 +198,24 @@ def _attack_points(
     cost = Cost(time.perf_counter() - tic, counter.counts.forward, counter.counts.backward)
     new = state.replace(adv_pred=adv_pred.numpy(), **{k: v.numpy() for k, v in norms.items()})
     return new, cost, _point_traces(points, traced)
+
+
+def _graph_error(exc: RuntimeError, model: nn.Module, cell: Cell, x: Tensor, y: Tensor) -> Exception:
+    """An attack that needs the input gradient of a model whose forward pass cuts the
+    autograd graph: one error naming the module (BPDA's fix) instead of autograd's."""
+    text = str(exc)
+    if "does not require grad" not in text and "grad_fn" not in text:
+        return exc
+    from robeval.eval.indicators.probes import gradient_probe
+
+    blocking = gradient_probe(model, x[:8], y[:8]).blocking
+    where = f" in {', '.join(repr(b) for b in blocking)}" if blocking else ""
+    fix = f"--bpda {blocking[0]}" if blocking else "--bpda MODULE"
+    return RobevalError(
+        f"attack {cell.attack!r} needs input gradients, but model {cell.model!r} cuts the autograd graph{where} "
+        f"(a detach, no_grad or numpy round trip); run it with {fix} (BPDA: that module's backward becomes the "
+        "identity), or use gradient-free attacks"
+    )
 
 
 def _point_traces(points: Points, traced: list[tuple[Tensor, np.ndarray, np.ndarray, np.ndarray]]) -> PointTraces:

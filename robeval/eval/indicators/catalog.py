@@ -71,8 +71,8 @@ GRADIENT_FREE_BEATS_GRADIENT = describe(IndicatorInfo(
 PROBABILITY_OUTPUTS = describe(IndicatorInfo(
     name="probability-outputs",
     catches="models whose outputs are probabilities, so the attack's cross-entropy applies a second softmax",
-    fires_when="every output row on the sample is non-negative and sums to 1 (within 1e-3), for attacks on "
-               "the cross-entropy, unless the softmax is under BPDA",
+    fires_when="more than 99% of the sample's output rows are non-negative and sum to 1 (within 1e-3), for "
+               "attacks on the cross-entropy, unless the softmax is under BPDA",
     cost="one forward pass on the sample per model",
 ))
 INCONSISTENT_RESULTS = describe(IndicatorInfo(

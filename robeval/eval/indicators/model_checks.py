@@ -12,6 +12,7 @@ from robeval.eval.indicators.base import Finding
 from robeval.eval.indicators.catalog import JUMP_SHARE, LOGIT_RTOL_TEXT, ZERO_GRADIENT_SHARE
 from robeval.eval.indicators.probes import (
     LOGIT_RTOL,
+    PROBABILITY_SHARE,
     GradientProbe,
     gradient_probe,
     output_probe,
@@ -117,4 +118,4 @@ def _outputs(model: str, attack: str, probe, n: int) -> Finding:
         detail = "the model outputs probabilities, but its softmax is under BPDA: the attack's gradient sees logits."
     else:
         detail = "the outputs are not probabilities (logits), as the cross-entropy expects."
-    return Finding(model, attack, None, "probability-outputs", fired, probe.row_sum_error, 1e-3, detail, n)
+    return Finding(model, attack, None, "probability-outputs", fired, probe.share, PROBABILITY_SHARE, detail, n)

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 NOISE = 1e-3  # L-inf size of the stability probe's noise, below 1/255
 NOISE_DRAWS = 4
 LOGIT_RTOL = 1e-3  # two forwards of one input may differ by this much (relative) before it counts
+PROBABILITY_SHARE = 0.99  # outputs count as probabilities when more than this share of rows are
 
 
 def point_loss(logits: Tensor, y: Tensor, loss: str = "ce") -> Tensor:
@@ -155,7 +156,7 @@ class OutputProbe:
     and the model's softmax module, if it has one that is not already under BPDA."""
 
     probabilities: bool
-    row_sum_error: float
+    share: float  # of the sample's output rows that are non-negative and sum to 1 (within 1e-3)
     softmax_module: str | None
     softmax_under_bpda: bool
 
@@ -163,8 +164,9 @@ class OutputProbe:
 def output_probe(model: nn.Module, x: Tensor) -> OutputProbe:
     with torch.no_grad():
         out = model(x).double()
-    error = float((out.sum(1) - 1).abs().max())
-    probabilities = bool((out >= -1e-6).all()) and error < 1e-3
+    rows = (out >= -1e-6).all(1) & ((out.sum(1) - 1).abs() < 1e-3)
+    share = float(rows.float().mean())
+    probabilities = share > PROBABILITY_SHARE
     name, wrapped = None, False
     for module_name, module in model.named_modules():
         if isinstance(module, nn.Softmax) or (module_name and "softmax" in module_name.rsplit(".", 1)[-1].lower()):
@@ -173,4 +175,4 @@ def output_probe(model: nn.Module, x: Tensor) -> OutputProbe:
                 type(m).__name__ == "IdentityBackward" for n, m in model.named_modules()
                 if n and (module_name == n or module_name.startswith(n + ".")))
             break
-    return OutputProbe(probabilities, error, name, wrapped)
+    return OutputProbe(probabilities, share, name, wrapped)

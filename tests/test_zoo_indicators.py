@@ -67,8 +67,15 @@ def test_broken_defence_is_caught_and_broken(kind, digits_checkpoint, base_accur
 
 
 def test_gradient_free_attack_beats_masked_gradients(digits_checkpoint, tmp_path) -> None:
-    _, fired = _run(_source("quantized", digits_checkpoint), tmp_path, attacks=["pgd:steps=20", "uniform"])
+    _, fired = _run(_source("quantized", digits_checkpoint), tmp_path / "noise", attacks=["pgd:steps=20", "uniform"])
     assert any(f.attack == "pgd:steps=20" for f in fired.get("gradient-free-beats-gradient", []))
+    # AutoAttack's own Square, after its APGD failed on the zero gradients (from its stored breakdown)
+    autoattack = "autoattack:version=custom,attacks=apgd-ce+square,n_iter=5,n_queries=200"
+    _, fired = _run(_source("quantized", digits_checkpoint), tmp_path / "aa", attacks=[autoattack])
+    (square,) = [f for f in fired.get("gradient-free-beats-gradient", []) if "Square broke" in f.detail]
+    assert square.value > 0.1
+    _, quiet = _run(_source("base", digits_checkpoint), tmp_path / "base", attacks=[autoattack])
+    assert "gradient-free-beats-gradient" not in quiet
 
 
 def test_kwta_does_not_mask_here_and_raises_nothing(digits_checkpoint, base_accuracy, tmp_path) -> None:

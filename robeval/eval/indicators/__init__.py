@@ -28,7 +28,11 @@ from robeval.eval.cells import Cell
 from robeval.eval.indicators.base import LEVELS, Finding, IndicatorInfo, indicators
 from robeval.eval.indicators.consistency import consistency_findings
 from robeval.eval.indicators.model_checks import model_findings
-from robeval.eval.indicators.gradient_free import gradient_free_findings, square_probe_findings
+from robeval.eval.indicators.gradient_free import (
+    autoattack_square_findings,
+    gradient_free_findings,
+    square_probe_findings,
+)
 from robeval.eval.indicators.result_checks import path_findings, unconstrained_findings
 from robeval.results.store import BatchResult, ResultStore
 from robeval.version import __version__
@@ -70,6 +74,7 @@ def run_model_checks(
                               seed=seed)
     findings += unconstrained_findings(model, attack_cells, stored, xs, ys, seed)
     findings += gradient_free_findings(attack_cells, stored)
+    findings += autoattack_square_findings(store, attack_cells, stored)
     if level == "full":
         findings += square_probe_findings(model, attack_cells, stored, xs, ys, sample.numpy(), seed)
     store.write_checks(key, [f.to_json() for f in findings])

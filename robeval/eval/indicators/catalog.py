@@ -64,9 +64,10 @@ GRADIENT_FREE_BEATS_GRADIENT = describe(IndicatorInfo(
     catches="gradient masking: a gradient-free attack (noise, salt and pepper, Square) fools points that none "
             "of the run's gradient attacks of the same norm fooled at the same eps",
     fires_when=f"it fools more than {GRADIENT_FREE_SHARE:.0%} of the clean-correct points the gradient attacks "
-               "missed (the run's own gradient-free attacks; with --checks full also a Square probe on the sample)",
-    cost="free from the run's points; full: one Square run (1000 queries) on the sample per norm, at the "
-         "largest eps",
+               "missed (the run's own gradient-free attacks; AutoAttack's Square after its APGD/FAB, from its "
+               "breakdown; with --checks full also a Square probe on the sample)",
+    cost="free from the run's points and AutoAttack's breakdown; full: one Square run (1000 queries) on the "
+         "sample per norm, at the largest eps",
 ))
 PROBABILITY_OUTPUTS = describe(IndicatorInfo(
     name="probability-outputs",

@@ -18,7 +18,7 @@ from robeval.eval.cells import Cell
 from robeval.eval.checks import attack_norms
 from robeval.eval.indicators.base import Finding
 from robeval.eval.indicators.catalog import GRADIENT_FREE_SHARE
-from robeval.results.store import BatchResult
+from robeval.results.store import BatchResult, ResultStore
 from robeval.results.tables import cell_samples, success
 
 AttackCells = tuple[object, list[Cell]]
@@ -120,4 +120,38 @@ def square_probe_findings(
         share = float(missed.float().mean())
         findings += _findings(groups[(norm, eps)], eps, share, int(missed.sum()), len(y),
                               f"Square ({SQUARE_QUERIES} queries, no gradients)")
+    return findings
+
+
+def autoattack_square_findings(
+    store: ResultStore, attack_cells: Sequence[AttackCells], stored: dict[str, BatchResult],
+) -> list[Finding]:
+    """Inside AutoAttack (free, from its stored breakdown): the points its black-box Square
+    broke after its gradient attacks (APGD, FAB) had all failed on them."""
+    from robeval.results.cascade_tables import read_breakdown
+
+    findings: list[Finding] = []
+    for attack, cells in attack_cells:
+        order = getattr(attack, "run_order", None)
+        if getattr(attack, "name", None) != "autoattack" or order is None or "square" not in order():
+            continue
+        for cell in cells:
+            if cell.target is not None or not 0 < cell.eps < math.inf:
+                continue
+            s = cell_samples(cell, stored)
+            broken_by = read_breakdown(store, cell.store_key, s)
+            if broken_by is None:
+                continue
+            clean_ok = s.clean_pred == s.label
+            missed = clean_ok & (broken_by == "square")
+            n = int(clean_ok.sum())
+            share = float(missed.sum() / n) if n else 0.0
+            fired = share > GRADIENT_FREE_SHARE
+            gradient = ", ".join(a for a in order() if a != "square")
+            detail = (f"AutoAttack's gradient-free Square broke {int(missed.sum())} of {n} points that its gradient "
+                      f"attacks ({gradient}) had failed on at eps {cell.eps:g}: gradient masking; run BPDA "
+                      "(--bpda MODULE) or EOT (pgd:eot=10) on the masking step." if fired else
+                      f"AutoAttack's Square broke {int(missed.sum())} of {n} points after its gradient attacks.")
+            findings.append(Finding(cell.model, cell.attack, float(cell.eps), "gradient-free-beats-gradient", fired,
+                                    share, GRADIENT_FREE_SHARE, detail, n))
     return findings

@@ -76,6 +76,16 @@ def timed(fn, device: torch.device) -> tuple[float, list[float]]:
     return time.perf_counter() - tic, accs
 
 
+def pgd_at_checkpoint(out: Path, device: torch.device) -> Path:
+    """The PGD-AT MNIST CNN of ``recipes/cpu/mnist_cnn_pgd_at.yaml`` (seed 0), trained once
+    and cached under ``out`` (shared with ``worst_case.py``)."""
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint = out / "bench_mnist_cnn_pgd_at.pt"
+    if not checkpoint.exists():
+        train(TrainSpec.from_yaml(RECIPE, device=str(device), seed=0, out=str(checkpoint)))
+    return checkpoint
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=200)
@@ -85,10 +95,7 @@ def main() -> None:
     args = parser.parse_args()
     device = resolve_device(args.device)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    checkpoint = out / "bench_mnist_cnn_pgd_at.pt"
-    if not checkpoint.exists():
-        train(TrainSpec.from_yaml(RECIPE, device=str(device), seed=0, out=str(checkpoint)))
+    checkpoint = pgd_at_checkpoint(out, device)
     model = robeval.load_model(str(checkpoint), device=str(device))
     x, y = robeval.load_dataset("mnist-mini", split="test", n=args.n, seed=0)
     x, y = x.to(device), y.to(device)

@@ -37,9 +37,9 @@ import torch
 import robeval
 from robeval.device import resolve_device
 from robeval.results.tables import format_eps
-from robeval.train import TrainSpec, train
 
-RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "cpu" / "mnist_cnn_pgd_at.yaml"
+from autoattack_curve import pgd_at_checkpoint  # a sibling script: benchmarks/ is on sys.path
+
 STANDARD_AA = "autoattack"
 QUICK_AA = "autoattack:version=custom,attacks=apgd-ce+apgd-t+fab-t+square,n_iter=10,n_queries=100,n_target_classes=3"
 QUICK_N = 64
@@ -78,10 +78,7 @@ def main() -> None:
     aa = args.aa or (QUICK_AA if args.quick else STANDARD_AA)
     device = resolve_device(args.device)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    checkpoint = out / "bench_mnist_cnn_pgd_at.pt"
-    if not checkpoint.exists():
-        train(TrainSpec.from_yaml(RECIPE, device=str(device), seed=0, out=str(checkpoint)))
+    checkpoint = pgd_at_checkpoint(out, device)
     robeval.load_dataset("mnist-mini", split="test", n=n, seed=args.seed)  # parse and cache before timing
 
     sides = {"worst-case": ([args.pgd, aa], True), "autoattack": ([aa], False)}

@@ -15,9 +15,9 @@ from torch import Tensor, nn
 
 from robeval.attacks.base import BALL_NORMS, is_gradient_free
 from robeval.eval.cells import Cell
-from robeval.eval.checks import attack_norms
 from robeval.eval.indicators.base import Finding
 from robeval.eval.indicators.catalog import GRADIENT_FREE_SHARE
+from robeval.eval.indicators.result_checks import fooled_on_sample
 from robeval.results.store import BatchResult, ResultStore
 from robeval.results.tables import cell_samples, success
 
@@ -113,10 +113,7 @@ def square_probe_findings(
             continue
         robust = torch.from_numpy(~fooled[rows])
         square = get_attack(f"autoattack:version=custom,attacks=square,n_queries={SQUARE_QUERIES},norm={norm}")
-        result = square(model, x, y, eps=eps, generator=torch.Generator().manual_seed(seed))
-        x_adv, _ = attack_norms(x, result, eps=eps, norm=norm, attack="square (check)")
-        with torch.no_grad():
-            missed = (model(x_adv).argmax(1) != y).cpu() & robust
+        missed = fooled_on_sample(square, model, x, y, eps=eps, norm=norm, name="square (check)", seed=seed) & robust
         share = float(missed.float().mean())
         findings += _findings(groups[(norm, eps)], eps, share, int(missed.sum()), len(y),
                               f"Square ({SQUARE_QUERIES} queries, no gradients)")

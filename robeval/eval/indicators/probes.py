@@ -8,8 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from robeval.attacks.losses import objective
 
 NOISE = 1e-3  # L-inf size of the stability probe's noise, below 1/255
 NOISE_DRAWS = 4
@@ -18,18 +19,9 @@ PROBABILITY_SHARE = 0.99  # outputs count as probabilities when more than this s
 
 
 def point_loss(logits: Tensor, y: Tensor, loss: str = "ce") -> Tensor:
-    """Per-point loss an untargeted attack ascends: cross-entropy, the Carlini-Wagner margin
-    ``max_{j!=y} z_j - z_y`` or Croce & Hein's DLR (2020, Eq. 6)."""
-    if loss == "ce":
-        return F.cross_entropy(logits, y, reduction="none")
-    true = logits.gather(1, y[:, None]).squeeze(1)
-    others = logits.scatter(1, y[:, None], float("-inf")).amax(1)
-    if loss == "margin":
-        return others - true
-    if loss == "dlr":
-        top = logits.sort(dim=1, descending=True).values
-        return (others - true) / (top[:, 0] - top[:, 2] + 1e-12)
-    raise ValueError(f"unknown loss {loss!r}")
+    """Per-point loss an untargeted attack ascends (:mod:`robeval.attacks.losses`): the
+    cross-entropy, the Carlini-Wagner margin or Croce & Hein's DLR."""
+    return objective(loss)(logits, y, None)
 
 
 @dataclass

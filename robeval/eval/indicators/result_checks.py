@@ -83,10 +83,8 @@ def _confirm_longer(
     longer = dataclasses.replace(attack, steps=steps * LONGER_RUN_STEPS)  # type: ignore[type-var]
     pick = torch.from_numpy(failed).to(x.device)
     xs, ys = x[pick], y[pick]
-    result = longer(model, xs, ys, eps=cell.eps, generator=torch.Generator().manual_seed(seed))  # type: ignore[operator]
-    x_adv, _ = attack_norms(xs, result, eps=cell.eps, norm=cell.norm, attack=cell.attack)
-    with torch.no_grad():
-        fooled = int((model(x_adv.detach()).argmax(1) != ys).sum())
+    fooled = int(fooled_on_sample(longer, model, xs, ys, eps=cell.eps, norm=cell.norm, name=cell.attack,
+                                  seed=seed).sum())
     n = len(ys)
     if fooled >= 2 and fooled > LONGER_RUN_GAIN * len(sample_idx):  # accuracy on the sample moves by > 5 points
         return dataclasses.replace(finding, detail=finding.detail.replace(
@@ -121,6 +119,18 @@ def _incomplete(cell: Cell, eps: float | None, trend: np.ndarray, final: np.ndar
               f"the loss had levelled off for {1 - share:.0%} of the {int(failed.sum())} points the attack failed on.")
     return Finding(cell.model, cell.attack, eps, "incomplete-optimization", fired, share, RISING_SHARE, detail,
                    int(failed.sum()))
+
+
+def fooled_on_sample(
+    attack: object, model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm: str, name: str, seed: int,
+) -> Tensor:
+    """Run ``attack`` once on sample points (seeded), check its answer as the runner does
+    (:func:`robeval.eval.checks.attack_norms`) and return, per point, whether it fooled the
+    model (on the CPU)."""
+    result = attack(model, x, y, eps=eps, generator=torch.Generator().manual_seed(seed))  # type: ignore[operator]
+    x_adv, _ = attack_norms(x, result, eps=eps, norm=norm, attack=name)
+    with torch.no_grad():
+        return (model(x_adv.detach()).argmax(1) != y).cpu()
 
 
 def box_eps(norm: str, x: Tensor) -> float | None:
@@ -166,11 +176,7 @@ def unconstrained_findings(
             eps = box_eps(first.norm, x)
             if eps is None:
                 continue
-            generator = torch.Generator().manual_seed(seed)
-            result = attack(model, x, y, eps=eps, generator=generator)  # type: ignore[operator]
-            x_adv, _ = attack_norms(x, result, eps=eps, norm=first.norm, attack=first.attack)
-            with torch.no_grad():
-                robust = (model(x_adv.detach()).argmax(1) == y).cpu()
+            robust = ~fooled_on_sample(attack, model, x, y, eps=eps, norm=first.norm, name=first.attack, seed=seed)
             n = len(y)
             share = float(robust.float().mean())
             what = f"run with no bound (eps = the whole box) it failed on {int(robust.sum())} of {n} sample points"

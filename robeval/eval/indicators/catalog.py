@@ -65,7 +65,7 @@ GRADIENT_FREE_BEATS_GRADIENT = describe(IndicatorInfo(
             "of the run's gradient attacks of the same norm fooled at the same eps",
     fires_when=f"it fools more than {GRADIENT_FREE_SHARE:.0%} of the clean-correct points the gradient attacks "
                "missed (the run's own gradient-free attacks; AutoAttack's Square after its APGD/FAB, from its "
-               "breakdown; with --checks full also a Square probe on the sample)",
+               "breakdown; with --checks full also a Square probe on the sample, where at least 2 points must differ)",
     cost="free from the run's points and AutoAttack's breakdown; full: one Square run (1000 queries) on the "
          "sample per norm, at the largest eps",
 ))

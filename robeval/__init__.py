@@ -8,18 +8,33 @@ The public API for notebooks and scripts::
     pgd = robeval.attacks.get("pgd", steps=20)                   # or "pgd:norm=l2,steps=20"
     x_adv = pgd(model, x, y, eps=0.1)
     df = robeval.evaluate(models=["results/demo/mnist_cnn.pt"], attacks=["pgd"], eps="0,0.1,0.2")
+
+``robeval.attacks`` and ``robeval.load_dataset`` are imported on first use, so importing
+``robeval`` (and starting the ``robeval`` command) does not wait for torch.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
-
-from robeval import attacks
-from robeval.data import load_dataset
 from robeval.errors import RobevalError
 from robeval.version import __version__
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from robeval import attacks
+    from robeval.data import load_dataset
+
+
+def __getattr__(name: str) -> Any:
+    """The lazily imported parts of the API: ``attacks`` and ``load_dataset``."""
+    if name == "attacks":
+        return importlib.import_module("robeval.attacks")
+    if name == "load_dataset":
+        return importlib.import_module("robeval.data").load_dataset
+    raise AttributeError(f"module 'robeval' has no attribute {name!r}")
 
 
 def load_model(source: str, device: str = "cpu") -> nn.Module:

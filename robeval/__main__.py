@@ -1,3 +1,5 @@
-from robeval.cli import main
+"""``python -m robeval``: the same as the ``robeval`` command."""
+
+from robeval.entry import main
 
 main()

@@ -3,56 +3,39 @@ print a table. No logic lives here."""
 
 from __future__ import annotations
 
-import logging
 import math
-import sys
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from robeval.errors import RobevalError
+from robeval.cli_help import App
+from robeval.cli_output import err_console, out_console, setup_output, state, user_errors
+from robeval.cli_tables import print_pivot
 
-app = typer.Typer(
+__all__ = ["app", "err_console", "main", "out_console", "user_errors"]
+
+app = App(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
     help="Adversarial-robustness evaluation and robust training for image classifiers.",
 )
-out_console = Console(soft_wrap=True)
-err_console = Console(stderr=True, soft_wrap=True)
-LS_KINDS = ("attacks", "models", "datasets", "objectives", "regularisers", "indicators")
-
-
-@contextmanager
-def user_errors() -> Iterator[None]:
-    """Print a :class:`RobevalError` as one line and exit 2; Ctrl-C exits 130."""
-    try:
-        yield
-    except RobevalError as exc:
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
-        raise typer.Exit(2) from None
-    except KeyboardInterrupt:
-        err_console.print("interrupted; finished batches are saved, run the same command again to resume")
-        raise typer.Exit(130) from None
+#: Commands that compute nothing heavy: they neither join the run registry nor set torch's threads.
+LIGHT_COMMANDS = frozenset({"ls", "leaderboard", "report"})
 
 
 @app.callback()
-def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    warnings.showwarning = _show_warning
-
-
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """Warnings as one line for the user (``warning: ...``), not a source excerpt;
-    library deprecation notices only with ``--verbose``."""
-    if issubclass(category, DeprecationWarning | FutureWarning) and not logging.getLogger().isEnabledFor(logging.INFO):
-        return
-    err_console.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False)
+def _setup(
+    ctx: typer.Context,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details; tracebacks of unexpected errors.")] = False,
+    threads: Annotated[int | None, typer.Option(min=1, help="Torch CPU threads (also ROBEVAL_THREADS); default: the cores shared with other robeval processes.")] = None,
+) -> None:
+    setup_output(verbose)
+    state.computes = ctx.invoked_subcommand not in LIGHT_COMMANDS
+    state.threads_pending = state.computes
+    state.threads = threads
+    state.interrupt_reported = False
 
 
 @app.command()
@@ -110,6 +93,10 @@ def train(
         out_console.print(f"wrote {result.checkpoint} ({metrics})", highlight=False)
 
 
+OVERWRITE_HELP = ("Replace the tables of a different earlier run in --out; stored batches are kept and reused "
+                  "where they match.")
+
+
 @app.command()
 def run(
     models: Annotated[list[str] | None, typer.Argument(help="Checkpoints (or other model sources) to evaluate.")] = None,
@@ -130,6 +117,7 @@ def run(
     check_samples: Annotated[int | None, typer.Option(help="Clean-correct points per model the indicators probe (default 64).")] = None,
     worst_case: Annotated[bool | None, typer.Option("--worst-case/--no-worst-case", help="Run the attacks as a cascade (in the order given, each on the points still robust) and add `worst-case` rows.")] = None,
     bpda: Annotated[list[str] | None, typer.Option(help="Module of the model (dotted name) whose backward becomes the identity (BPDA); repeatable.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Evaluate models with an attack battery and write accuracy-epsilon tables."""
@@ -147,6 +135,7 @@ def run(
             "target": target, "threat_model": threat_model, "model_dir": model_dir,
             "checks": checks.lower() if checks else None, "check_samples": check_samples,
             "worst_case": worst_case, "bpda": tuple(bpda) if bpda else None,
+            "overwrite": True if overwrite else None,
         }
         if spec is not None:
             run_spec_obj = RunSpec.from_yaml(spec, **flags)
@@ -178,6 +167,7 @@ def transfer(
     out: Annotated[str | None, typer.Option(help="Output folder (default results/transfer).")] = None,
     data_root: Annotated[str | None, typer.Option(help="Folder holding local data sets.")] = None,
     spec: Annotated[Path | None, typer.Option(help="YAML transfer spec (e.g. a spec.yaml it wrote); flags override it.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Transfer grid: each source's adversarials evaluated on every target (SGR Tables 1, 4)."""
@@ -194,6 +184,7 @@ def transfer(
             "attacks": tuple(attack) if attack else None,
             "eps": parse_eps_list(eps) if eps is not None else None, "dataset": dataset, "n": n, "seed": seed,
             "batch_size": batch_size, "device": device, "out": out, "data_root": data_root,
+            "overwrite": True if overwrite else None,
         }
         if spec is not None:
             transfer_spec = TransferSpec.from_yaml(spec, **flags)
@@ -208,30 +199,27 @@ def transfer(
 
 
 @app.command("ls")
-def ls(kind: Annotated[str, typer.Argument(help="attacks, models, datasets, objectives, regularisers or indicators")]) -> None:
-    """List the registered attacks, models, data sets, objectives, regularisers or attack-failure indicators."""
-    with user_errors():
-        from robeval.listing import listing
+def ls(
+    kind: Annotated[str, typer.Argument(help="attacks, models, datasets, objectives, regularisers or indicators")],
+    name: Annotated[str | None, typer.Argument(help="One entry: its whole description and every parameter.")] = None,
+) -> None:
+    """List attacks, models, data sets, objectives, regularisers or indicators, with parameters.
 
-        rows = listing(kind)
-        table = Table(title=kind, show_header=True)
-        table.add_column("name")
-        table.add_column("description")
-        for name, description in rows:
-            table.add_row(escape(name), escape(description))
-        out_console.print(table)
+    Each entry shows a one-line summary and its parameters with their defaults;
+    `robeval ls attacks pgd` describes one entry in full.
+    """
+    with user_errors():
+        from robeval.cli_tables import print_entries, print_entry
+        from robeval.listing import entries, entry
+
+        if name is not None:
+            print_entry(out_console, entry(kind, name))
+        else:
+            print_entries(out_console, kind.lower(), entries(kind))
 
 
 def _print_table(frame, *, title: str) -> None:
-    table = Table(title=title)
-    for name in [*frame.index.names, *frame.columns]:
-        is_key = name in frame.index.names
-        table.add_column(str(name), justify="left" if is_key else "right", overflow="fold")
-    for keys, row in frame.iterrows():
-        keys = keys if isinstance(keys, tuple) else (keys,)
-        values = row.to_numpy(dtype=float)  # NaN: no such cell (a budgeted attack's unbounded column)
-        table.add_row(*map(str, keys), *("" if math.isnan(v) else f"{100 * v:.1f}" for v in values))
-    out_console.print(table)
+    print_pivot(out_console, frame, title=title)
 
 
 # The analysis and figure commands register on `app` when imported.
@@ -239,12 +227,10 @@ from robeval import cli_analysis, cli_figures  # noqa: F401  isort: skip
 
 
 def main() -> None:
-    """Console-script entry point."""
-    try:
-        app()
-    except RobevalError as exc:  # raised outside a command body (should not happen)
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
-        sys.exit(2)
+    """Console-script entry point (see :mod:`robeval.entry`)."""
+    from robeval.entry import main as entry_main
+
+    entry_main()
 
 
 @app.command()
@@ -258,37 +244,32 @@ def leaderboard(
     with user_errors():
         import pandas as pd
 
-        from robeval.atomic import atomic_write_text
-        from robeval.results.leaderboard import leaderboard as build
-        from robeval.results.leaderboard import leaderboard_markdown
-        from robeval.results.robustbench_json import model_info_filename, to_model_info, write_model_info
+        from robeval.results.leaderboard_files import write_leaderboard
         from robeval.results.tables import format_eps
 
-        frame = build(list(sources))
-        md_path = markdown if markdown is not None else out.with_suffix(".md")
-        text = leaderboard_markdown(frame)
-        atomic_write_text(out, frame.to_csv(index=False))
-        atomic_write_text(md_path, text)
+        files = write_leaderboard(list(sources), out, markdown=markdown, model_info_dir=model_info_dir)
+        frame = files.frame
         table = Table(title="leaderboard (accuracy %, * = unreliable)")
-        for name in ("#", "model", "dataset", "threat model", "eps", "clean", "worst case", "autoattack", "n", "from"):
+        columns = ("#", "model", "dataset", "threat model", "eps", "clean", "worst case", "autoattack", "n", "seed", "from")
+        for name in columns:
             table.add_column(name, justify="left" if name in ("model", "dataset", "threat model", "from") else "right")
+
         def pct(v) -> str:
             return "" if v is None or math.isnan(float(v)) else f"{100 * float(v):.2f}"
 
         for row in frame.to_dict("records"):
+            seed = row.get("seed")
             table.add_row(
                 str(row["rank"]), escape(str(row["model"])), escape(str(row["dataset"])),
                 escape(str(row.get("threat") or row["norm"])),
                 "" if math.isnan(float(row["eps"])) else format_eps(float(row["eps"])), pct(row["clean_acc"]),
                 pct(row["worst_case_acc"]) + ("*" if row["unreliable"] else ""), pct(row["autoattack_acc"]),
-                "" if pd.isna(row["n"]) else str(int(row["n"])), escape(str(row["worst_case_from"])),
+                "" if pd.isna(row["n"]) else str(int(row["n"])),
+                "" if seed is None or (isinstance(seed, float) and math.isnan(seed)) else escape(str(seed)),
+                escape(str(row["worst_case_from"])),
             )
         out_console.print(table)
-        written = [str(out), str(md_path)]
-        if model_info_dir is not None:
-            for row in frame.to_dict("records"):
-                write_model_info(model_info_dir / model_info_filename(row), to_model_info(row))
-            written.append(f"{len(frame)} model_info files in {model_info_dir}/")
+        written = files.written
         out_console.print(f"wrote {', '.join(written)}", highlight=False)
 
 

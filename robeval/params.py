@@ -37,7 +37,15 @@ def parse_eps_list(text: str | list[Any] | tuple[Any, ...]) -> tuple[float, ...]
     """
     items: list[Any]
     if isinstance(text, str):
-        items = [t for t in text.replace(" ", "").split(",") if t]
+        items = text.replace(" ", "").split(",")
+        if items == [""]:
+            items = []
+        elif "" in items:
+            position = items.index("") + 1
+            raise RobevalError(
+                f"the eps list {text!r} has an empty entry (entry {position} of {len(items)}); "
+                "remove the extra comma, e.g. --eps 0,2/255,8/255"
+            )
     else:
         items = list(text)
     if not items:
@@ -52,6 +60,37 @@ def parse_eps_list(text: str | list[Any] | tuple[Any, ...]) -> tuple[float, ...]
             raise RobevalError(f"eps must be >= 0 or `unbounded`, got {item!r}; fix --eps")
         values.append(float(value))
     return tuple(sorted(set(values)))
+
+
+NORM_NAMES = {"linf": "L-inf", "l2": "L2", "l0": "L0"}
+
+
+def box_diameter(norm: str, input_shape: tuple[int, ...]) -> float | None:
+    """The largest ``||x' - x||`` between two images of the [0, 1] box in ``norm``
+    (``linf``: 1, ``l2``: the square root of the number of entries, ``l0``: the number of
+    entries); ``None`` for measures that are no pixel norm (deformation fields, noise scales)."""
+    entries = math.prod(input_shape)
+    return {"linf": 1.0, "l2": math.sqrt(entries), "l0": float(entries)}.get(norm)
+
+
+def large_eps_warnings(eps_grid: tuple[float, ...], norms: list[str], input_shape: tuple[int, ...]) -> list[str]:
+    """One line per (eps, norm) of the grid whose ball holds the whole [0, 1] box, so a
+    bounded attack can reach any image (usually 8 typed for 8/255); L2 budgets above 1
+    are ordinary and warned only past the box's diameter."""
+    lines = []
+    for norm in dict.fromkeys(norms):
+        diameter = box_diameter(norm, input_shape)
+        if diameter is None:
+            continue
+        for eps in eps_grid:
+            if math.isfinite(eps) and eps >= diameter:
+                what = "the [0, 1] pixel range" if norm == "linf" else (
+                    f"the largest {NORM_NAMES[norm]} distance between two images of this data set ({diameter:g})")
+                lines.append(
+                    f"eps {eps:g} is at least {what}; every {NORM_NAMES[norm]}-bounded attack can reach any image "
+                    "at this budget (fine as a sanity check; else write the budget as a fraction, e.g. 8/255)"
+                )
+    return lines
 
 
 def parse_value(text: str) -> ParamValue:
@@ -86,7 +125,12 @@ def parse_named(text: str, *, kind: str) -> tuple[str, dict[str, ParamValue]]:
                 f"cannot read {kind} parameter {part!r} in {text!r}; write key=value, "
                 f"e.g. {name}:steps=40"
             )
-        params[key.strip().replace("-", "_")] = parse_value(value)
+        key = key.strip().replace("-", "_")
+        if key in params:
+            raise RobevalError(
+                f"{kind} {text!r} gives {key} twice; keep one {key}=VALUE"
+            )
+        params[key] = parse_value(value)
     return name.strip(), params
 
 

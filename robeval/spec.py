@@ -1,7 +1,8 @@
 """Validated run specifications, from CLI flags, Python keywords or a YAML file.
 
-The *resolved* spec (data set and eps grid filled in, attacks in canonical form) is
-written as ``spec.yaml`` next to the results, so every table says how it was made.
+The *resolved* spec (data set and eps grid filled in, attacks in canonical form, local
+files as absolute paths) is written as ``spec.yaml`` next to the results, so every table
+says how it was made and ``--spec DIR/spec.yaml`` remakes it from any working directory.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 from robeval.errors import RobevalError
 from robeval.params import format_named, parse_eps_list
+from robeval.source_paths import absolute_path, absolute_source
 from robeval.yamlfile import read_mapping
 
 DEFAULT_ATTACKS: tuple[str, ...] = ("fgsm", "pgd")
@@ -53,6 +55,8 @@ class RunSpec:
     worst_case: bool = False  # run the attacks as a cascade and add `worst-case` rows
     bpda: tuple[str, ...] = ()  # modules (dotted names) whose backward becomes the identity
     progress: bool = field(default=False, compare=False)
+    #: Write into an --out that holds the tables of a different run (they are replaced).
+    overwrite: bool = field(default=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -74,6 +78,8 @@ class RunSpec:
     def from_dict(cls, data: dict[str, Any]) -> RunSpec:
         """Build from plain values (YAML or keywords); lists become tuples, eps may be text."""
         values = spec_values(cls, data, what="run", model_keys=("models",))
+        if values.get("overwrite") is None:
+            values.pop("overwrite", None)
         if not values.get("models"):
             raise RobevalError(NO_MODELS)
         return cls(**values)
@@ -85,13 +91,68 @@ class RunSpec:
                                                  example="models: [...]"))
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain values, ready for YAML (the ``progress`` display flag is left out)."""
-        data = dataclasses.asdict(self)
-        data.pop("progress")
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
+        """Plain values, ready for YAML (the ``progress`` and ``overwrite`` flags, which
+        do not change the tables, are left out)."""
+        return plain_dict(self)
 
     def replace(self, **changes: Any) -> RunSpec:
         return dataclasses.replace(self, **changes)
+
+    def portable(self, cwd: str | Path | None = None) -> RunSpec:
+        """The spec with its local files (model sources, data and model folders) as
+        absolute paths, resolved against ``cwd`` (default: the working directory)."""
+        return self.replace(**portable_paths(self, ("models",), cwd))
+
+
+#: Fields that never change a run's tables: not written to spec.yaml.
+FLAG_FIELDS = ("progress", "overwrite")
+#: Fields of spec.yaml that do not tell two runs apart (where and on what they ran).
+PLACE_FIELDS = ("device", "out")
+#: Settings that name models (run: ``models``; transfer: ``sources``, ``targets``).
+MODEL_KEYS = ("models", "sources", "targets")
+
+
+def same_setting(key: str, old: Any, new: Any, cwd: str | Path | None = None) -> bool:
+    """Whether two values of the spec setting ``key`` (as spec.yaml holds them) describe
+    the same run: lists and tuples alike, numbers by value, local paths once absolute
+    (a spec.yaml written with relative paths is read from ``cwd``)."""
+    base = Path(cwd) if cwd is not None else Path.cwd()
+    if key in MODEL_KEYS:
+        old = [absolute_source(str(s), base) for s in as_list(old or [])]
+        new = [absolute_source(str(s), base) for s in as_list(new or [])]
+    elif key in ("data_root", "model_dir"):
+        old = None if old is None else absolute_path(str(old), base)
+        new = None if new is None else absolute_path(str(new), base)
+    return _plain(old) == _plain(new)
+
+
+def _plain(value: Any) -> Any:
+    """Lists and tuples alike, numbers as floats: how a value reads back from YAML."""
+    if isinstance(value, list | tuple):
+        return tuple(_plain(v) for v in value)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def plain_dict(spec: Any) -> dict[str, Any]:
+    """A spec dataclass as plain values for YAML, without the :data:`FLAG_FIELDS`."""
+    data = dataclasses.asdict(spec)
+    for name in FLAG_FIELDS:
+        data.pop(name, None)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
+
+
+def portable_paths(spec: Any, model_fields: tuple[str, ...], cwd: str | Path | None = None) -> dict[str, Any]:
+    """The values of ``model_fields``, ``data_root`` and ``model_dir`` of ``spec`` with
+    local paths made absolute against ``cwd`` (see :func:`absolute_source`)."""
+    base = Path(cwd) if cwd is not None else Path.cwd()
+    values: dict[str, Any] = {name: tuple(absolute_source(s, base) for s in getattr(spec, name))
+                              for name in model_fields}
+    for name in ("data_root", "model_dir"):
+        if getattr(spec, name) is not None:
+            values[name] = absolute_path(str(getattr(spec, name)), base)
+    return values
 
 
 def check_settings(cls: type, data: Mapping[str, Any], what: str) -> None:

@@ -104,8 +104,15 @@ def test_returns_the_deformation_of_its_field(unbounded, digits_model, digits_te
     clean = predictions(digits_model, x) == y
     fooled = predictions(digits_model, x_adv) != y
     moved = field_norms(field) > 0
-    # a non-zero field exactly where a clean-correct point was fooled; x itself elsewhere
-    assert torch.equal(moved, clean & fooled)
+    # a non-zero field exactly where a clean-correct point was fooled; x itself elsewhere.
+    # ADef stops at the decision boundary, so a deformed point may sit on an exact logit
+    # tie that another batch composition breaks the other way: those are left out.
+    with torch.no_grad():
+        top2 = digits_model(x_adv).topk(2, dim=1).values
+    tie = (top2[:, 0] - top2[:, 1]) <= 1e-4 * top2[:, 0].abs().clamp_min(1)
+    assert tie.float().mean() < 0.25, "most points on a tie: the boundary test says nothing"
+    assert torch.equal(moved[~tie], (clean & fooled)[~tie])
+    assert not (tie & ~moved).any() or torch.equal(x_adv[tie & ~moved], x[tie & ~moved])
     assert torch.equal(x_adv[~moved], x[~moved])
     # pixels are moved, not noised: a bilinear resampling stays inside each image's range
     # of values (additive noise would not), and it changes the image

@@ -91,7 +91,7 @@ def test_cells_depend_on_the_lower_grid(digits_checkpoint, tmp_path) -> None:
     """An eps reached through another grid is another cell, so a cached independent
     result can never be mixed into a cascade (the curve could then rise)."""
     alone = run(digits_checkpoint, tmp_path, attacks=["fgsm"], eps=[0.2])
-    both = run(digits_checkpoint, tmp_path, attacks=["fgsm"], eps=[0.1, 0.2])
+    both = run(digits_checkpoint, tmp_path, attacks=["fgsm"], eps=[0.1, 0.2], overwrite=True)  # same store
     assert alone["cell_key"].iloc[0] != both["cell_key"].iloc[1]
     assert both["robust_acc"].iloc[1] <= min(both["robust_acc"].iloc[0], alone["robust_acc"].iloc[0])
 

@@ -68,7 +68,8 @@ def test_worst_case_is_per_sample_not_min_over_attacks(tmp_path):
     assert not row["unreliable"] and row["n"] == 4 and pd.isna(row["autoattack_acc"])
     # a bare results CSV can only give the min over attacks, and says so
     csv_row = leaderboard([run / "results.csv"]).iloc[0]
-    assert csv_row["worst_case_acc"] == 0.5 and csv_row["worst_case_from"] == "min over attacks"
+    assert csv_row["worst_case_acc"] == 0.5
+    assert csv_row["worst_case_from"] == "min over attacks: a results CSV alone, no samples.csv"
     assert csv_row["unreliable"]
 
 
@@ -78,7 +79,8 @@ def test_different_point_sets_fall_back_and_flag(tmp_path):
     samples.loc[samples["attack"] == "pgd", "split_index"] += 50
     samples.to_csv(run / "samples.csv", index=False)
     row = leaderboard([run]).iloc[0]
-    assert row["worst_case_from"] == "min over attacks" and row["worst_case_acc"] == 0.5 and row["unreliable"]
+    assert row["worst_case_from"] == "min over attacks: fgsm and pgd ran on different points"
+    assert row["worst_case_acc"] == 0.5 and row["unreliable"]
 
 
 def test_a_full_autoattack_alone_is_reliable_a_custom_one_is_not(tmp_path):
@@ -89,7 +91,10 @@ def test_a_full_autoattack_alone_is_reliable_a_custom_one_is_not(tmp_path):
     frame = leaderboard([path]).set_index(["model", "eps"])
     assert not frame.loc[("m", 0.1), "unreliable"] and frame.loc[("m", 0.1), "worst_case_acc"] == 0.5
     assert frame.loc[("m", 0.2), "unreliable"] and frame.loc[("c", 0.1), "unreliable"]
-    assert frame.loc[("c", 0.1), "autoattack_acc"] == 0.6
+    # a custom AutoAttack is its own attack column, never `autoattack_acc` (only the standard one is)
+    assert pd.isna(frame.loc[("c", 0.1), "autoattack_acc"])
+    assert frame.loc[("c", 0.1), "acc:autoattack:version=custom,attacks=apgd-ce"] == 0.6
+    assert frame.loc[("m", 0.1), "autoattack_acc"] == 0.5
 
 
 def test_ranking_order_is_deterministic(tmp_path):

@@ -82,7 +82,7 @@ def test_rerun_recomputes_nothing_and_a_new_target_reuses_the_same_adversarials(
     monkeypatch.setattr(transfer_module, "_make", lambda *a, **k: calls.append(1) or real(*a, **k))
     again = transfer(**spec)
     assert calls == [] and again["robust_acc"].tolist() == first["robust_acc"].tolist()
-    grown = transfer(**spec, targets=[str(second_checkpoint)])
+    grown = transfer(**spec, targets=[str(second_checkpoint)], overwrite=True)  # another grid into the same folder
     assert len(calls) == 2  # two batches, remade once for the new target only
     keep = ["source", "target", "eps", "robust_acc", "adv_acc"]
     white = grown[grown["white_box"]][keep].reset_index(drop=True)

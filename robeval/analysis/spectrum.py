@@ -127,32 +127,57 @@ def spectrum_analysis(
     )
 
 
-def plot_spectrum(spectrum: Spectrum, path: Path | str) -> Path:
+def spectrum_figure(spectrum: Spectrum) -> plt.Figure:
     """Four panels: natural, adversarial (shared colour scale), their difference
-    (diverging, centred at 0) and the perturbation's power (log10)."""
-    fig, axes = plt.subplots(1, 4, figsize=(15, 3.6))
+    (diverging, centred at 0) and the perturbation's power (log10). Axes are the
+    horizontal and vertical frequency in cycles per pixel (0 = the DC term at the
+    centre, +-0.5 at the edges); each colour bar names its quantity."""
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.9))
     low = float(min(spectrum.clean.min(), spectrum.adversarial.min()))
     high = float(max(spectrum.clean.max(), spectrum.adversarial.max()))
     bound = float(np.abs(spectrum.difference).max()) or 1.0
+    shared = {"cmap": "jet", "vmin": low, "vmax": high}
     panels = [
-        (spectrum.clean, "natural: mean log|F|", {"cmap": "jet", "vmin": low, "vmax": high}),
-        (spectrum.adversarial, "adversarial: mean log|F|", {"cmap": "jet", "vmin": low, "vmax": high}),
-        (spectrum.difference, "difference: adv − nat", {"cmap": "bwr", "vmin": -bound, "vmax": bound}),
-        (np.log10(spectrum.perturbation + LOG_FLOOR**2), "perturbation: log10 mean |F|²", {"cmap": "jet"}),
+        (spectrum.clean, "natural: mean log|F|", "log amplitude", shared),
+        (spectrum.adversarial, "adversarial: mean log|F|", "log amplitude", shared),
+        (spectrum.difference, "difference: adv − nat", "log amplitude ratio",
+         {"cmap": "bwr", "vmin": -bound, "vmax": bound}),
+        (np.log10(spectrum.perturbation + LOG_FLOOR**2), "perturbation: log10 mean |F|²", "log10 power",
+         {"cmap": "jet"}),
     ]
-    for ax, (values, title, style) in zip(axes, panels, strict=True):
-        image = ax.imshow(values, **style)
+    extent = frequency_extent(*spectrum.clean.shape)
+    for ax, (values, title, unit, style) in zip(axes, panels, strict=True):
+        image = ax.imshow(values, extent=extent, **style)
         ax.set_title(title, fontsize=9)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+        ax.set_xlabel("horizontal frequency (cycles/pixel)", fontsize=8)
+        ax.set_ylabel("vertical frequency (cycles/pixel)", fontsize=8)
+        ax.set_xticks([-0.5, 0.0, 0.5])
+        ax.set_yticks([-0.5, 0.0, 0.5])
+        ax.tick_params(labelsize=7)
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04).set_label(unit, fontsize=8)
     fig.suptitle(
         f"{spectrum.attack} eps={spectrum.eps:.4g}, n={spectrum.n}: accuracy "
         f"{100 * spectrum.clean_accuracy:.1f}% clean, {100 * spectrum.adversarial_accuracy:.1f}% adversarial",
         fontsize=10,
     )
     fig.tight_layout()
-    return save_figure(fig, Path(path))
+    return fig
+
+
+def plot_spectrum(spectrum: Spectrum, path: Path | str) -> Path:
+    """Write :func:`spectrum_figure` as a PNG at ``path``."""
+    return save_figure(spectrum_figure(spectrum), Path(path))
+
+
+def frequency_extent(height: int, width: int) -> tuple[float, float, float, float]:
+    """``imshow`` extent of an ``fftshift``-ed ``(height, width)`` spectrum in cycles per
+    pixel: index ``k`` sits at frequency ``(k - n // 2) / n``; row 0 at the top."""
+    def edges(n: int) -> tuple[float, float]:
+        return (0 - n // 2 - 0.5) / n, (n - 1 - n // 2 + 0.5) / n
+
+    left, right = edges(width)
+    top, bottom = edges(height)
+    return left, right, bottom, top
 
 
 def write_spectrum(spectrum: Spectrum, out: Path | str) -> tuple[Path, Path]:

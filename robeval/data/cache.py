@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from robeval.atomic import atomic_open
+from robeval.errors import RobevalError
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,6 @@ def save_arrays(name: str, arrays: dict[str, np.ndarray]) -> Path | None:
             np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]
         log.info("cached %s at %s", name, path)
         return path
-    except OSError as exc:
+    except (OSError, RobevalError) as exc:  # atomic_open turns file-system errors into RobevalError
         log.warning("could not write cache file %s (%s); continuing without it", path, exc)
         return None

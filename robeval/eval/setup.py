@@ -71,8 +71,12 @@ def check_input_shape(item: LoadedModel, name: str, shape: tuple[int, ...]) -> N
         )
 
 
-def check_forward(item: LoadedModel, name: str, x: Tensor, n_classes: int, device: torch.device) -> None:
-    """One clear error when a model cannot take this data set's images or labels."""
+def check_forward(
+    item: LoadedModel, name: str, x: Tensor, n_classes: int, device: torch.device, *, batch_size: int = 250,
+) -> None:
+    """One clear error when a model cannot take this data set's images or labels, or
+    returns NaN or inf logits on some of the test images ``x`` (their predictions, and
+    every accuracy counted from them, would be arbitrary)."""
     try:
         with torch.no_grad(), eval_mode(item.model):
             logits = item.model(x[:2].to(device))
@@ -81,8 +85,26 @@ def check_forward(item: LoadedModel, name: str, x: Tensor, n_classes: int, devic
             f"model {name!r} cannot take inputs of shape {tuple(x.shape[1:])} ({str(exc).splitlines()[0]}); "
             "pass the matching --dataset"
         ) from None
-    if logits.dim() != 2 or logits.shape[1] < n_classes:
+    if not isinstance(logits, Tensor) or logits.dim() != 2 or logits.shape[1] < n_classes:
+        shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
         raise RobevalError(
-            f"model {name!r} gives outputs of shape {tuple(logits.shape)} but the data set has "
+            f"model {name!r} gives outputs of shape {shape} but the data set has "
             f"{n_classes} classes; pass the matching --dataset"
         )
+    bad = nonfinite_images(item.model, x, batch_size, device)
+    if bad:
+        raise RobevalError(
+            f"model {name!r} returns non-finite logits (NaN/inf) for {bad} of {len(x)} test images, so its "
+            "predictions there (and every accuracy) would be arbitrary; fix the model or its input normalisation "
+            "(robeval gives models [0, 1] images)"
+        )
+
+
+def nonfinite_images(model: torch.nn.Module, x: Tensor, batch_size: int, device: torch.device) -> int:
+    """How many images of ``x`` get a row of logits with a NaN or inf."""
+    bad = 0
+    with torch.no_grad(), eval_mode(model):
+        for start in range(0, len(x), batch_size):
+            logits = model(x[start:start + batch_size].to(device))
+            bad += int((~torch.isfinite(logits)).flatten(1).any(1).sum())
+    return bad

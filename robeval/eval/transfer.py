@@ -25,6 +25,7 @@ import logging
 import math
 import tempfile
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,8 +56,18 @@ from robeval.eval.setup import (
 )
 from robeval.models import LoadedModel, load_model
 from robeval.models.sources import SourceContext
+from robeval.params import large_eps_warnings
+from robeval.results.run_folder import check_reuse, remove_stale_tables, run_folder
 from robeval.results.store import BatchResult, Cost, ResultStore
-from robeval.spec import read_with_overrides, spec_values
+from robeval.spec import (
+    FLAG_FIELDS,
+    PLACE_FIELDS,
+    plain_dict,
+    portable_paths,
+    read_with_overrides,
+    same_setting,
+    spec_values,
+)
 
 log = logging.getLogger(__name__)
 STORE_NAME = "store.sqlite"
@@ -81,6 +92,8 @@ class TransferSpec:
     threat_model: str | None = None
     model_dir: str | None = None
     progress: bool = field(default=False, compare=False)
+    #: Write into an --out that holds the tables of a different grid (they are replaced).
+    overwrite: bool = field(default=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.sources:
@@ -95,6 +108,8 @@ class TransferSpec:
     def from_dict(cls, data: dict[str, Any]) -> TransferSpec:
         """Build from plain values (keywords or YAML); lists become tuples, eps may be text."""
         values = spec_values(cls, {"sources": (), **data}, what="transfer", model_keys=("sources", "targets"))
+        if values.get("overwrite") is None:
+            values.pop("overwrite", None)
         return cls(**values)
 
     @classmethod
@@ -105,10 +120,16 @@ class TransferSpec:
                                                  example="sources: [a.pt, b.pt]"))
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain values for ``spec.yaml`` (without the display flag)."""
-        data = dataclasses.asdict(self)
-        data.pop("progress")
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
+        """Plain values for ``spec.yaml`` (without the ``progress`` and ``overwrite`` flags)."""
+        return plain_dict(self)
+
+    def portable(self, cwd: str | Path | None = None) -> TransferSpec:
+        """The spec with its local files as absolute paths (see :meth:`RunSpec.portable`)."""
+        return dataclasses.replace(self, **portable_paths(self, ("sources", "targets"), cwd))
+
+
+#: The spec.yaml settings that tell two transfer grids apart.
+TRANSFER_KEYS = tuple(k for k in TransferSpec.__dataclass_fields__ if k not in (*FLAG_FIELDS, *PLACE_FIELDS))
 
 
 @dataclass(frozen=True)
@@ -135,21 +156,41 @@ def transfer(spec: TransferSpec | dict[str, Any] | None = None, **kwargs: Any) -
         spec = dataclasses.replace(spec, **kwargs) if kwargs else spec
     else:
         data = {**(spec or {}), **kwargs}
-        data.setdefault("out", tempfile.mkdtemp(prefix="robeval-transfer-"))
+        if data.get("out") is None:  # only now: a given folder leaves no empty temporary one behind
+            data["out"] = tempfile.mkdtemp(prefix="robeval-transfer-")
         spec = TransferSpec.from_dict(data)
     return run_transfer(spec)
 
 
 def run_transfer(spec: TransferSpec) -> pd.DataFrame:
-    """Fill the store for every source x attack x eps x target and write the tables."""
+    """Fill the store for every source x attack x eps x target and write the tables.
+
+    The output folder is checked writable and locked before any model is loaded; a
+    folder that holds the tables of a different grid is refused unless ``spec.overwrite``.
+    """
+    device = resolve_device(spec.device)
+    attacks_ = [get_attack(text) for text in spec.attacks]
+    with run_folder(spec.out, flag="--out") as out:
+        portable = spec.portable()
+        written_attacks = tuple(dict.fromkeys(canonical_name(a) for a in attacks_))
+        unknown = ("n", *(k for k in ("dataset", "eps") if getattr(spec, k) is None))
+        check_reuse(out, dataclasses.replace(portable, attacks=written_attacks).to_dict(),
+                    keys=[k for k in TRANSFER_KEYS if k not in unknown], overwrite=spec.overwrite, kind="sources",
+                    same=same_setting)
+        return _run_transfer(spec, portable, attacks_, out, device)
+
+
+def _run_transfer(
+    spec: TransferSpec, portable: TransferSpec, attacks_: list[Any], out: Path, device: torch.device,
+) -> pd.DataFrame:
+    """Load, check, fill the store and write the tables of :func:`run_transfer` into the
+    (locked) folder ``out``; ``portable`` is the spec as spec.yaml records it."""
     from robeval.results.transfer_tables import (
         transfer_frame,
         transfer_samples,
         write_transfer_outputs,
     )
 
-    device = resolve_device(spec.device)
-    attacks_ = [get_attack(text) for text in spec.attacks]
     context = SourceContext(dataset=spec.dataset, threat_model=spec.threat_model, model_dir=spec.model_dir)
     texts = list(dict.fromkeys(spec.sources + spec.targets))
     models = [load_model(text, device=device, context=context) for text in texts]
@@ -163,9 +204,14 @@ def run_transfer(spec: TransferSpec) -> pd.DataFrame:
         check_input_shape(item, name, info.input_shape)
     x, y, split_index = load_subset(dataset, spec.n, spec.seed, spec.data_root)
     for item, name in zip(models, names, strict=True):
-        check_forward(item, name, x, len(info.classes), device)
+        check_forward(item, name, x, len(info.classes), device, batch_size=spec.batch_size)
     grid = sorted(spec.eps if spec.eps is not None else info.default_eps)
-    out = Path(spec.out)
+    resolved = dataclasses.replace(portable, dataset=dataset, eps=tuple(grid), n=len(x),
+                                   attacks=tuple(dict.fromkeys(canonical_name(a) for a in attacks_)))
+    check_reuse(out, resolved.to_dict(), keys=TRANSFER_KEYS, overwrite=spec.overwrite, kind="sources",
+                same=same_setting)
+    for line in large_eps_warnings(tuple(grid), [a.norm for a in attacks_], tuple(info.input_shape)):
+        warnings.warn(line, stacklevel=3)
     cells: list[TransferCell] = []
     with contextlib.ExitStack() as stack, ResultStore(out / STORE_NAME) as store:
         evals = [stack.enter_context(eval_mode(item.model)) for item in models]
@@ -184,9 +230,8 @@ def run_transfer(spec: TransferSpec) -> pd.DataFrame:
                 cells += [cell for row in grid_cells for cell in row]
         frame = transfer_frame(store, cells)
         samples = transfer_samples(store, cells, split_index.numpy())
-    resolved = dataclasses.replace(spec, dataset=dataset, eps=tuple(grid), n=len(x),
-                                   attacks=tuple(dict.fromkeys(canonical_name(a) for a in attacks_)))
-    write_transfer_outputs(out, resolved.to_dict(), frame, samples)
+    written = write_transfer_outputs(out, resolved.to_dict(), frame, samples)
+    remove_stale_tables(out, written.values())  # an earlier run's tables this one did not write
     frame.attrs["out"] = str(out)
     return frame
 

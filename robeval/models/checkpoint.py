@@ -30,6 +30,7 @@ from robeval.atomic import atomic_open
 from robeval.errors import RobevalError
 from robeval.models.build import build_model
 from robeval.models.normalize import Normalize
+from robeval.models.pickle_scan import code_globals, refused_pickle
 
 CHECKPOINT_FORMAT = "robeval.checkpoint"
 #: The newest format version this robeval writes and reads.
@@ -136,24 +137,14 @@ def read_checkpoint(
             # Plain pickles (protocol > 2) make torch warn before refusing them.
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             payload = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if any(marker in str(exc) for marker in _FORBIDDEN_MARKERS):
-            raise RobevalError(
-                f"refusing to load {str(path)!r}: it contains objects other than tensors and "
-                "plain data (weights_only=True), so it is not a robeval checkpoint and may run "
-                "code; use a checkpoint written by robeval from a source you trust"
-            ) from exc
-        raise _unreadable(path) from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise _unreadable(path) from exc
-    except Exception as exc:  # KeyError, struct.error ...: other parse failures of bad bytes
-        raise _unreadable(path) from exc
+    except Exception as exc:  # UnpicklingError, RuntimeError, EOFError, BadZipFile, KeyError ...: bad bytes
+        raise _load_error(path, exc) from exc
 
     if not isinstance(payload, dict) or "format" not in payload:
         raise RobevalError(
             f"{str(path)!r} is not a robeval checkpoint (no 'format' key); for third-party "
-            "weights build the net with robeval.models.build_model and call "
-            "load_state_dict, or use a model source prefix such as torchvision: once available"
+            "weights load them through a model source such as torchvision:NAME:weights=PATH, "
+            "timm:NAME:checkpoint=PATH, robustbench:NAME or PATH.py:FACTORY (see `robeval ls models`)"
         )
     if payload["format"] != CHECKPOINT_FORMAT:
         raise RobevalError(
@@ -253,6 +244,20 @@ def _unreadable(path: Path) -> RobevalError:
         f"{str(path)!r} is not a readable robeval checkpoint (truncated or corrupt?); "
         "copy it again or re-save it with robeval"
     )
+
+
+def _load_error(path: Path, exc: Exception) -> RobevalError:
+    """Why ``torch.load(weights_only=True)`` failed, as the user's fix: a file that asks
+    for code is refused (also when torch stopped at an opcode before reaching the import,
+    as for protocol-4/5 and legacy pickles), a file robeval may not read names its permissions,
+    anything else is corrupt."""
+    forbidden = code_globals(path)
+    if forbidden or (isinstance(exc, pickle.UnpicklingError) and any(m in str(exc) for m in _FORBIDDEN_MARKERS)):
+        return refused_pickle(path, forbidden, what="a robeval checkpoint",
+                              fix="use a checkpoint written by robeval from a source you trust")
+    if isinstance(exc, PermissionError):
+        return RobevalError(f"cannot read checkpoint {str(path)!r} ({exc.strerror}); check its permissions")
+    return _unreadable(path)
 
 
 def _check_keys(

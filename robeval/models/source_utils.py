@@ -20,6 +20,7 @@ from torch import nn
 
 from robeval.errors import RobevalError
 from robeval.models.normalize import Normalize
+from robeval.models.pickle_scan import code_globals, refused_pickle
 from robeval.params import parse_number
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -115,10 +116,18 @@ def read_state_dict(path: Path, *, what: str) -> dict[str, torch.Tensor]:
     from ``{"state_dict": ...}``-style wrappers, with ``module.`` (DataParallel) and
     ``model.`` prefixes stripped when every key has them."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")  # torch's note before refusing
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
+        forbidden = code_globals(path)
+        if forbidden or "GLOBAL" in str(exc):
+            raise refused_pickle(path, forbidden, what=f"a {what} of plain weights",
+                                 fix="save the weights with torch.save(model.state_dict(), PATH)") from exc
+        lines = str(exc).strip().splitlines()
         raise RobevalError(
-            f"cannot read {what} {str(path)!r} as a state_dict (only tensors are loaded, never code): {exc}"
+            f"cannot read {what} {str(path)!r} as a state_dict ({type(exc).__name__}: "
+            f"{lines[0] if lines else 'unreadable'}); give a file saved with torch.save(model.state_dict(), PATH)"
         ) from exc
     for key in STATE_DICT_KEYS:
         if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):

@@ -19,12 +19,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import importlib.util
 import math
 import re
-import sys
 import warnings
-from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +29,8 @@ import torch
 from torch import nn
 
 from robeval.errors import RobevalError
-from robeval.models.bpda import as_module_names, declared_bpda, resolve_module_name
-from robeval.models.checkpoint import CheckpointMeta
+from robeval.models.bpda import declared_bpda
+from robeval.models.factory import exception_text, import_python_file, model_from_factory
 from robeval.models.normalize import ResizeInput
 from robeval.models.source_utils import (
     IMAGENET_MEAN,
@@ -124,7 +121,10 @@ def load_torchscript(rest: str, source: str, context: SourceContext = NO_CONTEXT
     try:
         net = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:
-        raise RobevalError(f"cannot load TorchScript file {str(path)!r}: {exc}") from exc
+        raise RobevalError(
+            f"cannot load TorchScript file {str(path)!r} ({exception_text(exc)}); "
+            "give a file written by torch.jit.save"
+        ) from exc
     model = wrap_normalize(net, parse_stats(options.get("mean"), None, "mean"), parse_stats(options.get("std"), None, "std"))
     return LoadedModel(
         model=model.eval(), name=path.stem, source=source, identity=f"sha256:{file_sha256(path)}" + options_tag(options),
@@ -135,81 +135,6 @@ def load_torchscript(rest: str, source: str, context: SourceContext = NO_CONTEXT
 # --------------------------------------------------------------------------- Python factories
 
 _PY_SPEC = re.compile(r"^(?P<path>.*?\.py):(?P<rest>.+)$", re.IGNORECASE | re.DOTALL)
-
-
-def model_from_factory(
-    factory: Callable[..., Any], kwargs: Mapping[str, Any], *, what: str
-) -> tuple[nn.Module, CheckpointMeta | None]:
-    """Call ``factory(**kwargs)``; it returns an ``nn.Module`` or ``(module, info)`` where
-    ``info`` may give mean, std, classes, input_shape, dataset and bpda. The module is
-    wrapped in Normalize when mean/std are given; a meta is made when dataset and
-    input_shape are. ``"bpda": ["quantize", ...]`` names submodules (dotted names in the
-    factory's module) whose backward pass is to be the identity (BPDA, see
-    :mod:`robeval.models.bpda`); they are checked to exist and stored on the returned
-    model as ``bpda_modules``, which :func:`robeval.models.bpda.declared_bpda` reads."""
-    try:
-        result = factory(**kwargs)
-    except TypeError as exc:
-        raise RobevalError(f"{what} rejected its arguments {dict(kwargs)}: {exc}") from exc
-    info: Mapping[str, Any] = {}
-    if isinstance(result, tuple):
-        if len(result) != 2 or not isinstance(result[1], Mapping):
-            raise RobevalError(f"{what} must return an nn.Module or (nn.Module, info dict)")
-        result, info = result
-    if not isinstance(result, nn.Module):
-        raise RobevalError(f"{what} returned {type(result).__name__}, not an nn.Module")
-    unknown = sorted(set(info) - {"mean", "std", "classes", "input_shape", "dataset", "bpda"})
-    if unknown:
-        raise RobevalError(f"{what} returned unknown info keys {unknown}")
-    mean = tuple(float(v) for v in _seq(info["mean"])) if info.get("mean") is not None else None
-    std = tuple(float(v) for v in _seq(info["std"])) if info.get("std") is not None else None
-    model = wrap_normalize(result, mean, std).eval()
-    if info.get("bpda") is not None:
-        names = as_module_names(info["bpda"], what=f"{what}'s info 'bpda'")
-        for name in names:
-            try:
-                resolve_module_name(model, name)
-            except RobevalError as exc:
-                raise RobevalError(f"{what}'s info 'bpda': {exc}") from None
-        model.bpda_modules = tuple(dict.fromkeys((*declared_bpda(model), *names)))
-    meta = None
-    if info.get("dataset") is not None:
-        if info.get("input_shape") is None:
-            raise RobevalError(f"{what} gives a dataset but no input_shape (C, H, W); give both")
-        from robeval import __version__
-
-        meta = CheckpointMeta(
-            arch=what,
-            arch_args=dict(kwargs),
-            dataset=str(info["dataset"]),
-            classes=tuple(str(c) for c in info.get("classes") or ()),
-            input_shape=tuple(int(v) for v in info["input_shape"]),  # type: ignore[arg-type]
-            mean=mean or (0.0,),
-            std=std or (1.0,),
-            train_spec={},
-            metrics={},
-            robeval_version=__version__,
-        )
-    return model, meta
-
-
-def _seq(value: Any) -> Sequence[float]:
-    return [value] if isinstance(value, int | float) else list(value)
-
-
-def _load_python_file(path: Path) -> Any:
-    name = "robeval_user_model_" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise RobevalError(f"cannot import Python file {str(path)!r}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except Exception as exc:
-        sys.modules.pop(name, None)
-        raise RobevalError(f"importing {str(path)!r} failed: {type(exc).__name__}: {exc}") from exc
-    return module
 
 
 @model_sources.register("file")
@@ -228,10 +153,15 @@ def load_python_file(rest: str, source: str, context: SourceContext = NO_CONTEXT
         )
     path = existing_file(match["path"], "Python model file")
     factory_name, kwargs = parse_named(match["rest"], kind="model factory")
-    module = _load_python_file(path)
+    module = import_python_file(path)
     factory = getattr(module, factory_name, None)
     if not callable(factory):
-        raise RobevalError(f"{str(path)!r} has no function {factory_name!r}")
+        names = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_")
+                       and getattr(v, "__module__", None) == module.__name__)
+        raise RobevalError(
+            f"{str(path)!r} has no function {factory_name!r}; name one of its functions"
+            + (f" ({', '.join(names[:8])})" if names else "")
+        )
     what = f"{path.name}:{factory_name}"
     model, meta = model_from_factory(factory, kwargs, what=what)
     spec_text = f"{factory_name}:{sorted(kwargs.items())!r}"
@@ -276,8 +206,11 @@ class _PluginSource:
         entry = plugins[name.lower()]
         try:
             factory = entry.load()
-        except Exception as exc:
-            raise RobevalError(f"cannot load model plug-in {name!r} ({entry.value}): {exc}") from exc
+        except (Exception, SystemExit) as exc:
+            raise RobevalError(
+                f"cannot load model plug-in {name!r} ({entry.value}): {exception_text(exc)}; "
+                "fix or reinstall its package"
+            ) from exc
         model, meta = model_from_factory(factory, kwargs, what=f"plugin:{name}")
         dist = getattr(entry, "dist", None)
         version = f"{dist.name}=={dist.version}" if dist is not None else entry.value

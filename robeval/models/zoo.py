@@ -27,7 +27,9 @@ from torch import nn
 
 from robeval.errors import RobevalError
 from robeval.models.checkpoint import CheckpointMeta
+from robeval.models.factory import exception_text
 from robeval.models.normalize import ResizeInput
+from robeval.models.pickle_scan import code_globals, refused_pickle
 from robeval.models.source_utils import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -167,7 +169,14 @@ def load_robustbench(rest: str, source: str, context: SourceContext = NO_CONTEXT
     except RobevalError:
         raise
     except Exception as exc:  # download failures, layout mismatches inside robustbench
-        raise RobevalError(f"robustbench could not load {name!r}: {type(exc).__name__}: {exc}") from exc
+        forbidden = [g for f in files if f.is_file() for g in code_globals(f)]
+        if forbidden:
+            raise refused_pickle(files[0], forbidden, what="a RobustBench checkpoint of plain weights",
+                                 fix="replace it with the model's original .pt file") from exc
+        raise RobevalError(
+            f"robustbench could not load {name!r} ({exception_text(exc)}); check its checkpoint "
+            f"{str(files[0]) if files else str(model_dir)!r} or the model name"
+        ) from exc
     n_classes, shape = ROBUSTBENCH_DATASETS[dataset]
     from robeval import __version__
 

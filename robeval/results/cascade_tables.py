@@ -60,7 +60,7 @@ CREATE TABLE IF NOT EXISTS autoattack_breakdown (
 
 
 def _ensure_breakdown_table(store: ResultStore) -> None:
-    with store._conn:
+    with store.guarded(), store._conn:
         store._conn.executescript(BREAKDOWN_SCHEMA)
 
 
@@ -72,7 +72,7 @@ def write_breakdown(
     batch's :meth:`~ResultStore.write_batch`."""
     _ensure_breakdown_table(store)
     rows = [(cell_key, batch, int(i), int(t), str(b)) for i, t, b in zip(idx, target, broken_by, strict=True)]
-    with store._conn:
+    with store.guarded(), store._conn:
         store._conn.executemany("INSERT OR REPLACE INTO autoattack_breakdown VALUES (?, ?, ?, ?, ?)", rows)
 
 
@@ -80,9 +80,10 @@ def read_breakdown(store: ResultStore, cell_key: str, points: BatchResult) -> np
     """Per point of ``points`` (a stored cell), the sub-attack that broke it in that cell
     (``""``: none); ``None`` when some point has no breakdown stored."""
     _ensure_breakdown_table(store)
-    rows = store._conn.execute(
-        "SELECT idx, target, broken_by FROM autoattack_breakdown WHERE cell_key = ?", (cell_key,)
-    ).fetchall()
+    with store.guarded():
+        rows = store._conn.execute(
+            "SELECT idx, target, broken_by FROM autoattack_breakdown WHERE cell_key = ?", (cell_key,)
+        ).fetchall()
     found = {(int(i), int(t)): str(b) for i, t, b in rows}
     names = [found.get((int(i), int(t))) for i, t in zip(points.idx, points.target, strict=True)]
     if any(name is None for name in names):

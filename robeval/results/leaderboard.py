@@ -3,6 +3,10 @@ by the per-sample worst case over every attack that was run.
 
 Sources are run directories (``results.csv`` + ``samples.csv``), bare results CSV files,
 or RobustBench ``model_info`` JSON files (see :mod:`robeval.results.robustbench_json`).
+Every results.csv and samples.csv is read by :mod:`robeval.results.read_results`: a
+damaged one (cut off, rows missing against its run's spec.yaml, a cell that is not a
+number, a samples.csv whose point counts disagree with results.csv) is refused with the
+line and the fix, never read in part.
 
 Threat models. Attacks of a ball norm (:data:`robeval.attacks.base.BALL_NORMS`: ``linf``,
 ``l2``, ``l0``) share their threat model: eps bounds the same ball for all of them, so
@@ -19,24 +23,40 @@ Worst case. A point counts as robust at (threat, eps) only if it is classified c
 the same set of points with the same labels. Where that is impossible (a bare results CSV,
 missing samples, or attacks run on different point sets) the worst case falls back to the
 minimum over attacks of ``robust_acc`` -- an upper bound on the true worst case -- and
-``worst_case_from`` says ``"min over attacks"``. Rows imported from JSON say ``"external"``
-(their worst case is the published ``autoattack_acc``).
+``worst_case_from`` says so and why, e.g. ``"min over attacks: samples.csv missing"``.
+Rows imported from JSON say ``"external"`` (their worst case is the published
+``autoattack_acc``).
+
+Runs. Rows of runs on different points are never merged: a leaderboard row is one
+(model, dataset, threat model, eps) *and* one evaluation subset, ``n`` points drawn with
+``seed`` (the seeded subset of a data set is a function of both), so a model evaluated
+with n=500 and with n=1000, or with two seeds, gets one row per run, each naming its
+``n`` and ``seed``, ranked side by side -- never clean accuracy from one run and worst
+case from another. A results.csv from before the ``seed`` column has an unknown seed
+(``seed`` empty): its rows are kept apart from every run with a known seed.
 
 Merging. Sources are read in a canonical order (sorted by path) and every choice below
 depends only on the content, so the leaderboard does not depend on the order the sources
-are given in. When the same (model, dataset, norm, eps, attack) appears in several
-sources, the row with more points (``n``) wins; ties go to the lower (more conservative)
-``robust_acc``, then lower ``clean_acc``, then the smaller ``cell_key``/version/seed, then a
-source with samples.csv, and finally the smaller source path. A computed row beats an
-imported (JSON) row for the same (model, dataset, threat model, eps); among imported rows
-the larger ``n`` wins, then the canonical JSON text.
+are given in. When the same (model, dataset, norm, eps, attack, n, seed) appears in
+several sources, the lower (more conservative) ``robust_acc`` wins, then the lower
+``clean_acc``, then the smaller ``cell_key``/version, then a source with samples.csv, and
+finally the smaller source path. A computed row beats an imported (JSON) row for the same
+(model, dataset, threat model, eps); among imported rows the larger ``n`` wins, then the
+canonical JSON text.
+
+AutoAttack. ``autoattack_acc`` is filled only by the standard AutoAttack
+(:mod:`robeval.results.autoattack_standard`: ``autoattack`` or ``autoattack:norm=l2``
+with the standard budgets). A custom or reduced one (``version=custom``, fewer
+iterations, targets or queries) is an attack like any other: its own ``acc:`` column and
+part of the worst case, never ``autoattack_acc``.
 
 Unreliable. A row's worst case is ``unreliable`` when it had to be the minimum over several
-attacks (not per sample); when it rests on one attack of a ball norm that is not a full
-AutoAttack (a non-ball threat model *is* its one attack, so this rule does not apply
-there); or when an attack-failure indicator fired for any attack row it is built from
-(``robeval run``'s ``unreliable`` and ``indicators`` columns). ``indicators`` lists what
-fired, ``"<attack>: <name>;<name>"`` per flagged attack (attacks sorted, names in the order
+attacks (not per sample); when it rests on one attack of a ball norm that is not a whole
+AutoAttack ensemble (standard, plus, rand; not a custom subset or a reduced budget; a
+non-ball threat model *is* its one attack, so this rule does not apply there); or when an
+attack-failure indicator fired for any attack row it is built from (``robeval run``'s
+``unreliable`` and ``indicators`` columns). ``indicators`` lists what fired,
+``"<attack>: <name>;<name>"`` per flagged attack (attacks sorted, names in the order
 results.csv gives them) joined by ``" | "``. ``checked`` says whether every attack row says
 whether an indicator fired: results.csv files from before the checks lack the columns,
 and ``--checks off`` leaves ``unreliable`` empty; such rows count as not flagged, but not
@@ -59,32 +79,24 @@ import pandas as pd
 
 from robeval.attacks.base import BALL_NORMS
 from robeval.errors import RobevalError
+from robeval.results.autoattack_standard import is_autoattack_ensemble, is_standard_autoattack
+from robeval.results.read_results import read_results, read_run, read_spec
 from robeval.results.tables import format_eps
 
 KEY_COLUMNS = ["model", "dataset", "norm", "threat", "eps"]
+RUN_COLUMNS = ["n", "seed"]  # one evaluation subset: rows of different runs are never merged
 GROUP_COLUMNS = ["dataset", "norm", "threat", "eps"]  # one ranking per threat model and eps
 HEAD_COLUMNS = ["rank", *KEY_COLUMNS, "clean_acc"]
 TAIL_COLUMNS = [
     "worst_case_acc", "worst_case_from", "autoattack_acc", "unreliable", "indicators", "checked", "attacks", "n",
-    "training", "robeval_version", "model_info",
+    "seed", "training", "robeval_version", "model_info",
 ]
 ACC_PREFIX = "acc:"
 FROM_SAMPLES = "samples"
 FROM_MIN = "min over attacks"
 FROM_EXTERNAL = "external"
-_RESULT_NEEDED = {"model", "dataset", "attack", "norm", "eps", "n", "clean_acc", "robust_acc"}
-_SAMPLE_NEEDED = {"model", "attack", "eps", "split_index", "label", "adv_pred"}
-
-
-def _read_csv(path: Path, needed: set[str], what: str) -> pd.DataFrame:
-    try:
-        frame = pd.read_csv(path, keep_default_na=True)
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise RobevalError(f"cannot read {what} {path}: {exc}; pass a run directory or a results.csv") from None
-    missing = sorted(needed - set(frame.columns))
-    if missing:
-        raise RobevalError(f"{path} is not a robeval {what} (missing columns {', '.join(missing)})")
-    return frame
+NO_SAMPLES = "samples.csv missing"
+BARE_CSV = "a results CSV alone, no samples.csv"
 
 
 def _untargeted(frame: pd.DataFrame) -> pd.DataFrame:
@@ -107,10 +119,8 @@ def _load(source: Path) -> tuple[pd.DataFrame, pd.DataFrame | None, list[dict]]:
         if not results_path.is_file():
             raise RobevalError(f"{source} holds no results.csv (nor model_info JSONs); pass a directory written "
                                "by `robeval run`")
-        results = _read_csv(results_path, _RESULT_NEEDED, "results file")
-        samples_path = source / "samples.csv"
-        samples = _read_csv(samples_path, _SAMPLE_NEEDED, "samples file") if samples_path.is_file() else None
-        return results, samples, []
+        tables = read_run(source)
+        return tables.results, tables.samples, []
     if source.suffix.lower() == ".json":
         from robeval.results.robustbench_json import (
             from_model_info,
@@ -120,7 +130,9 @@ def _load(source: Path) -> tuple[pd.DataFrame, pd.DataFrame | None, list[dict]]:
 
         return pd.DataFrame(), None, [from_model_info(read_model_info(source), norm=norm_from_path(source))]
     if source.suffix.lower() == ".csv":
-        return _read_csv(source, _RESULT_NEEDED, "results file"), None, []
+        run_dir = source.parent if source.name == "results.csv" else None  # checked against its spec.yaml
+        spec = read_spec(run_dir)[0] if run_dir is not None else {}
+        return read_results(source, spec=spec, run_dir=run_dir), None, []
     raise RobevalError(f"cannot use {source} as a leaderboard source; pass a run directory, a .csv or a .json file")
 
 
@@ -128,6 +140,16 @@ def _text(value) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     return str(value)
+
+
+def seed_text(value) -> str:
+    """A seed cell as text: ``"0"`` for 0, 0.0 or ``"0"``; ``""`` when unknown."""
+    text = _text(value).strip()
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return str(int(number)) if math.isfinite(number) and number == int(number) else text
 
 
 def threat_model(norm, attack=None) -> str:
@@ -184,60 +206,64 @@ def _with_checks(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def _choose_rows(results: pd.DataFrame) -> pd.DataFrame:
-    """One row per (model, dataset, norm, eps, attack): most points, then the tie-break
-    documented in the module docstring."""
+    """One row per (model, dataset, norm, eps, attack, n, seed): the tie-break documented
+    in the module docstring."""
     frame = results.copy()
-    for col in ("cell_key", "robeval_version", "seed", "training"):
+    for col in ("cell_key", "robeval_version", "training"):
         frame[col] = frame[col].map(_text) if col in frame.columns else ""
+    frame["seed"] = frame["seed"].map(seed_text) if "seed" in frame.columns else ""
     frame = frame.sort_values(
-        ["model", "dataset", "norm", "eps", "attack", "n", "robust_acc", "clean_acc", "cell_key", "robeval_version",
-         "seed", "_no_samples", "_source"],
-        ascending=[True, True, True, True, True, False, True, True, True, True, True, True, True], kind="mergesort",
-    )
-    return frame.drop_duplicates(["model", "dataset", "norm", "eps", "attack"], keep="first")
+        ["model", "dataset", "norm", "eps", "attack", "n", "seed", "robust_acc", "clean_acc", "cell_key",
+         "robeval_version", "_no_samples", "_source"], kind="mergesort")
+    return frame.drop_duplicates(["model", "dataset", "norm", "eps", "attack", "n", "seed"], keep="first")
 
 
 def _per_sample(group: pd.DataFrame, samples: dict[str, pd.DataFrame | None]):
-    """(worst-case accuracy, clean accuracy, points) from the per-point outcomes, or None
-    when the attacks cannot be joined point by point."""
-    joined = None
+    """``((worst-case accuracy, clean accuracy, points), "")`` from the per-point outcomes,
+    or ``(None, why)`` when the attacks cannot be joined point by point."""
+    joined, first = None, ""
     for row in group.to_dict("records"):
         s = samples.get(row["_source"])
         if s is None:
-            return None
-        s = s[(s["model"] == row["model"]) & (s["attack"] == row["attack"]) & (s["eps"] == row["eps"])]
-        if len(s) == 0 or s["split_index"].duplicated().any():
-            return None
+            return None, BARE_CSV if str(row["_source"]).lower().endswith(".csv") else NO_SAMPLES
+        attack = row["attack"]
+        s = s[(s["model"] == row["model"]) & (s["attack"] == attack) & (s["eps"] == row["eps"])]
+        if len(s) == 0:
+            return None, f"samples.csv has no points of {attack}"
+        if s["split_index"].duplicated().any():
+            return None, f"samples.csv repeats points of {attack}"
         s = s.set_index("split_index")
         if joined is None:
-            joined = pd.DataFrame({"label": s["label"], "robust": s["adv_pred"] == s["label"]})
+            joined, first = pd.DataFrame({"label": s["label"], "robust": s["adv_pred"] == s["label"]}), attack
             if "clean_pred" in s.columns:
                 joined["clean"] = s["clean_pred"] == s["label"]
             continue
-        if set(s.index) != set(joined.index) or not (s["label"].reindex(joined.index) == joined["label"]).all():
-            return None
+        if set(s.index) != set(joined.index):
+            return None, f"{first} and {attack} ran on different points"
+        if not (s["label"].reindex(joined.index) == joined["label"]).all():
+            return None, f"{first} and {attack} disagree on the labels"
         joined["robust"] &= (s["adv_pred"] == s["label"]).reindex(joined.index)
     clean = float(joined["clean"].mean()) if "clean" in joined.columns else None
-    return float(joined["robust"].mean()), clean, len(joined)
+    return (float(joined["robust"].mean()), clean, len(joined)), ""
 
 
 def _computed_rows(results: pd.DataFrame, samples: dict[str, pd.DataFrame | None]) -> list[dict]:
     rows = []
     chosen = _choose_rows(results)
     chosen = chosen.assign(threat=[threat_model(n, a) for n, a in zip(chosen["norm"], chosen["attack"], strict=True)])
-    for (model, dataset, norm, threat, eps), group in chosen.groupby(KEY_COLUMNS, sort=True):
+    for (model, dataset, norm, threat, eps, n, seed), group in chosen.groupby([*KEY_COLUMNS, *RUN_COLUMNS],
+                                                                              sort=True):
         group = group.sort_values("attack")
         accs = {f"{ACC_PREFIX}{a}": float(v) for a, v in zip(group["attack"], group["robust_acc"], strict=True)}
-        by_n = group.sort_values(["n", "clean_acc"], ascending=[False, True], kind="mergesort")
-        clean, n = float(by_n["clean_acc"].iloc[0]), int(group["n"].min())
-        joined = _per_sample(group, samples)
+        clean, n = float(group["clean_acc"].min()), int(n)
+        joined, why = _per_sample(group, samples)
         if joined is not None:
             worst, sample_clean, n = joined
             clean = sample_clean if sample_clean is not None else clean
             source = FROM_SAMPLES
         else:
-            worst, source = float(group["robust_acc"].min()), FROM_MIN
-        auto = group[group["attack"].str.lower().str.startswith("autoattack")]
+            worst, source = float(group["robust_acc"].min()), f"{FROM_MIN}: {why}"
+        auto = group[group["attack"].map(is_standard_autoattack)]
         trainings = sorted({t for t in group["training"] if t})
         versions = sorted({v for v in group["robeval_version"] if v})
         indicators = _indicators(group)
@@ -248,32 +274,25 @@ def _computed_rows(results: pd.DataFrame, samples: dict[str, pd.DataFrame | None
             "unreliable": _unreliable(source, _effective_attacks(group), ball=norm in BALL_NORMS)
             or bool(group["_flagged"].any()),
             "indicators": indicators, "checked": bool(group["_checked"].all()), "attacks": len(group), "n": n,
-            "training": "; ".join(trainings), "robeval_version": ",".join(versions), "model_info": "",
+            "seed": seed, "training": "; ".join(trainings), "robeval_version": ",".join(versions), "model_info": "",
         })
     return rows
 
 
 def _effective_attacks(group: pd.DataFrame) -> list[str]:
-    """The group's attacks, a ``worst-case`` cascade row counting as a full AutoAttack
-    when one of its ``stages`` is one (the cascade is at least as strong as its stages)."""
+    """The group's attacks, a ``worst-case`` cascade row counting as its whole AutoAttack
+    stage when it has one (the cascade is at least as strong as its stages)."""
     stages = group["stages"].map(_text) if "stages" in group.columns else pd.Series("", index=group.index)
-    return [
-        "autoattack (in a worst-case cascade)"
-        if attack == "worst-case" and any(is_autoattack_ensemble(s) for s in stage.split(" > ")) else attack
-        for attack, stage in zip(group["attack"], stages, strict=True)
-    ]
-
-
-def is_autoattack_ensemble(attack: str) -> bool:
-    """An AutoAttack run of a full version (standard/plus/rand): an ensemble of diverse
-    attacks by itself, the evaluation RobustBench trusts. ``version=custom`` is not."""
-    text = attack.lower()
-    return text.startswith("autoattack") and "version=custom" not in text
+    out = []
+    for attack, stage in zip(group["attack"], stages, strict=True):
+        ensembles = [s.strip() for s in stage.split(" > ") if is_autoattack_ensemble(s.strip())]
+        out.append(ensembles[0] if attack == "worst-case" and ensembles else attack)
+    return out
 
 
 def _unreliable(source: str, attacks: list[str], *, ball: bool = True) -> bool:
     """The worst case is unreliable when it had to be the minimum over several attacks
-    (not per sample), or rests on one attack of a ball norm that is not a full AutoAttack
+    (not per sample), or rests on one attack of a ball norm that is not a whole AutoAttack
     ensemble (a non-ball threat model is one attack by construction). Indicators that
     fired are added by the caller."""
     if len(attacks) > 1:
@@ -323,6 +342,7 @@ def _rank(rows: list[dict]) -> pd.DataFrame:
     frame["n"] = frame["n"].astype("Int64")
     for col in ("training", "robeval_version", "model_info", "norm", "threat", "worst_case_from", "indicators"):
         frame[col] = frame[col].map(_text)
+    frame["seed"] = frame["seed"].map(seed_text)
     order = frame.assign(_w=frame["worst_case_acc"].fillna(-1.0), _c=frame["clean_acc"].fillna(-1.0))
     order = order.sort_values([*GROUP_COLUMNS, "_w", "_c", "model"],
                               ascending=[True, True, True, True, False, False, True], kind="mergesort")
@@ -343,11 +363,12 @@ def unreliable_reasons(row: dict) -> list[str]:
     reasons = []
     attacks = [k[len(ACC_PREFIX):] for k, v in sorted(row.items()) if k.startswith(ACC_PREFIX) and not pd.isna(v)]
     source = _text(row.get("worst_case_from"))
-    if source == FROM_MIN and len(attacks) > 1:
-        reasons.append("worst case is the minimum over attacks, not per sample")
+    if source.startswith(FROM_MIN) and len(attacks) > 1:
+        why = source[len(FROM_MIN):].lstrip(": ")
+        reasons.append("worst case is the minimum over attacks, not per sample" + (f" ({why})" if why else ""))
     if (len(attacks) == 1 and _text(row.get("norm")) in BALL_NORMS and source != FROM_EXTERNAL
             and not is_autoattack_ensemble(attacks[0])):
-        reasons.append(f"one attack only ({attacks[0]}), not a full AutoAttack")
+        reasons.append(f"one attack only ({attacks[0]}), not a whole AutoAttack ensemble")
     if _text(row.get("indicators")):
         reasons.append(f"attack-failure indicators fired: {row['indicators']}")
     if not reasons:
@@ -356,13 +377,30 @@ def unreliable_reasons(row: dict) -> list[str]:
     return reasons
 
 
+def _several_runs(frame: pd.DataFrame) -> list[str]:
+    """``"m (digits, linf, eps 0.1): n=64 seed 1, n=32 seed 0"`` for every (model, data
+    set, threat model, eps) with more than one run."""
+    out: list[str] = []
+    if frame.empty or "seed" not in frame.columns:
+        return out
+    computed = frame[frame["worst_case_from"] != FROM_EXTERNAL]
+    for (model, dataset, threat, eps), rows in computed.groupby(["model", "dataset", "threat", "eps"], sort=True):
+        if len(rows) > 1:
+            runs = ", ".join(f"n={'' if pd.isna(n) else int(n)} seed {_text(seed) or 'unknown'}"
+                             for n, seed in zip(rows["n"], rows["seed"], strict=True))
+            out.append(f"{model} ({dataset}, {threat}, eps {format_eps(float(eps))}): {runs}")
+    return out
+
+
 def leaderboard_markdown(frame: pd.DataFrame) -> str:
     """GitHub Markdown: accuracies in % (2 decimals), eps as ``8/255``; ``*`` marks an
-    unreliable worst case (a fallback, one attack that is not a full AutoAttack, or an
-    attack-failure indicator that fired), and a footnote lists the reasons per row."""
+    unreliable worst case (a fallback, one attack that is not a whole AutoAttack, or an
+    attack-failure indicator that fired), and a footnote lists the reasons per row. A model
+    evaluated in several runs (other ``n`` or ``seed``) has one row per run, and a note
+    says so."""
     attack_cols = [c for c in frame.columns if c.startswith(ACC_PREFIX)]
     header = ["#", "model", "dataset", "threat model", "eps", "clean", *[c[len(ACC_PREFIX):] for c in attack_cols],
-              "worst case", "autoattack", "n", "worst case from"]
+              "worst case", "autoattack", "n", "seed", "worst case from"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
     notes, unchecked = [], 0
     for row in frame.to_dict("records"):
@@ -372,7 +410,8 @@ def leaderboard_markdown(frame: pd.DataFrame) -> str:
         cells = [str(row["rank"]), str(row["model"]), str(row["dataset"]), threat, eps,
                  _pct(row["clean_acc"]), *[_pct(row[c]) for c in attack_cols],
                  _pct(row["worst_case_acc"]) + mark, _pct(row["autoattack_acc"]),
-                 "" if pd.isna(row["n"]) else str(int(row["n"])), str(row["worst_case_from"])]
+                 "" if pd.isna(row["n"]) else str(int(row["n"])), _text(row.get("seed")),
+                 str(row["worst_case_from"])]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
         if mark:
             where = ", ".join(p for p in (str(row["dataset"]), threat, f"eps {eps}" if eps else "") if p)
@@ -380,11 +419,16 @@ def leaderboard_markdown(frame: pd.DataFrame) -> str:
         if row["worst_case_from"] != FROM_EXTERNAL and not flag(row.get("checked", False)):
             unchecked += 1
     text = "\n".join(lines) + (
-        "\n\n`*` unreliable: worst case not computed per sample, from one attack that is not a full "
-        "AutoAttack, or an attack-failure indicator fired.\n"
+        "\n\n`*` unreliable: worst case not computed per sample, from one attack that is not a whole "
+        "AutoAttack, or an attack-failure indicator fired. `autoattack`: the standard AutoAttack only (a custom "
+        "or reduced one is an attack column of its own).\n"
     )
     if notes:
         text += "\n" + "\n".join(notes) + "\n"
+    runs = _several_runs(frame)
+    if runs:
+        text += ("\nSeveral runs of one model (other n or seed: other points) are separate rows, never merged: "
+                 + "; ".join(runs) + ".\n")
     if unchecked:
         text += (f"\nAttack-failure checks: not checked for {unchecked} of {len(frame)} rows (results.csv without "
                  "`unreliable`/`indicators` columns, from before the checks existed).\n")

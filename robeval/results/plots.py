@@ -17,20 +17,35 @@ from robeval.atomic import atomic_open
 NORM_TITLES = {"l0": r"$\ell_0$ bound", "l2": r"$\ell_2$ bound", "linf": r"$\ell_\infty$ bound"}
 
 
-def plot_norm_curves(curves: pd.DataFrame, path: Path) -> Path:
-    """One panel per norm, one step line per (model, attack)."""
+def norm_curves_figure(curves: pd.DataFrame) -> plt.Figure:
+    """One panel per norm, one step line per (model, attack), each pair in the same colour
+    in every panel; the legend sits below the panels, never over the curves."""
     fig, axes = plt.subplots(1, len(NORM_TITLES), figsize=(4.2 * len(NORM_TITLES), 3.4), squeeze=False)
+    pairs = list(dict.fromkeys(zip(curves["model"], curves["attack"], strict=True)))
+    colours = plt.rcParams["axes.prop_cycle"].by_key().get("color", ["C0"])
+    handles: dict[str, plt.Artist] = {}
     for ax, (norm, title) in zip(axes[0], NORM_TITLES.items(), strict=True):
         part = curves[curves["norm"] == norm]
         for (model, attack), line in part.groupby(["model", "attack"], sort=False):
-            ax.step(line["bound"], 100 * line["robust_acc"], where="post", label=f"{model} · {attack}")
+            label = f"{model} · {attack}"
+            colour = colours[pairs.index((model, attack)) % len(colours)]
+            (handles[label],) = ax.step(line["bound"], 100 * line["robust_acc"], where="post", label=label,
+                                        color=colour)
         ax.set_xlabel(title)
         ax.set_ylim(-2, 102)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("accuracy (%)")
-    axes[0][-1].legend(fontsize=7, loc="upper right")
     fig.tight_layout()
-    return save_figure(fig, path)
+    if handles:
+        ordered = [label for label in (f"{m} · {a}" for m, a in pairs) if label in handles]
+        fig.legend([handles[label] for label in ordered], ordered, fontsize=7, loc="upper center",
+                   bbox_to_anchor=(0.5, 0.0), ncol=min(len(ordered), 3), frameon=False)
+    return fig
+
+
+def plot_norm_curves(curves: pd.DataFrame, path: Path) -> Path:
+    """Write :func:`norm_curves_figure` as a PNG at ``path`` (cropped to include the legend)."""
+    return save_figure(norm_curves_figure(curves), path, tight=True)
 
 
 def plot_targeted_grid(

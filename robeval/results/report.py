@@ -7,7 +7,12 @@ Rows of attacks an attack-failure indicator flagged are starred, and a section r
 ``checks.json`` (:mod:`robeval.results.report_checks`).
 
 Markdown (``.md``) or HTML (``.html``); the images go into ``report_files/`` beside
-the report and are referenced by relative path."""
+the report and are referenced by relative path. Every table shows accuracies in %.
+
+Inputs are validated before anything is drawn (:mod:`robeval.results.read_results`): a
+damaged results.csv (cut off, rows missing against spec.yaml, a cell that is not a
+number), transfer.csv or sfa_summary.csv is refused with one sentence naming the line and
+the fix; the output paths are checked before any work."""
 
 from __future__ import annotations
 
@@ -21,11 +26,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
-import yaml
 
 from robeval.atomic import atomic_write_text
 from robeval.errors import RobevalError
+from robeval.results.output_paths import check_output_dir, check_output_file
 from robeval.results.plots import save_figure
+from robeval.results.read_results import read_run, read_spec, read_table
 from robeval.results.report_checks import (
     checks_blocks,
     flagged_pairs,
@@ -43,6 +49,13 @@ from robeval.results.tables import (
 FILES_DIR = "report_files"
 SUFFIXES = (".md", ".html")
 EXTRA_FIGURES = ("norm_curves.png", "sfa_*.png", "targeted_*.png")
+TRANSFER_REQUIRED = {"source", "target", "dataset", "attack", "eps", "n", "robust_acc"}
+TRANSFER_NUMERIC = {"eps": (True, "eps"), "n": (True, "count"), "robust_acc": (True, "acc"),
+                    "clean_acc": (False, "acc"), "adv_acc": (False, "acc"), "transfer_rate": (False, "acc")}
+SFA_NUMERIC = {"eps": (True, "eps"), "avg_acc": (True, "acc"), "min_acc": (True, "acc"), "max_acc": (False, "acc"),
+               "min_l": (False, "int"), "min_m": (False, "int")}
+
+
 def curve_series(results: pd.DataFrame) -> dict[tuple[str, str], dict[str, dict[str, list[tuple[float, float]]]]]:
     """The data the curve figures plot: ``{(dataset, norm): {attack: {model: [(eps,
     robust_acc), ...]}}}`` with eps ascending (``inf`` last) and accuracy in [0, 1].
@@ -178,25 +191,35 @@ def write_report(run_dir: Path, out: Path, *, examples: int = 8) -> Path:
     """Write the report of ``run_dir`` to ``out`` (``.md`` or ``.html``) and its images to
     ``report_files/`` beside it. Returns ``out``."""
     run_dir, out = Path(run_dir), Path(out)
+    if out.is_dir():
+        raise RobevalError(f"--out {out} is a folder; pass a file path such as {out / 'report.html'}")
     if out.suffix.lower() not in SUFFIXES:
         raise RobevalError(f"unsupported report format {out.suffix or '(none)'!r}: use .md or .html")
+    files = out.parent / FILES_DIR
+    check_output_file(out, "--out", example="report.html")
+    if files.exists() and not files.is_dir():
+        raise RobevalError(f"{files} is a file, but the report keeps its images in a folder of that name beside "
+                           "--out; move that file away or pass --out in another folder")
+    check_output_dir(files, "--out")
     if not run_dir.is_dir():
         raise RobevalError(f"run directory {run_dir} does not exist")
     results_path = run_dir / "results.csv"
     is_transfer = not results_path.is_file() and (run_dir / "transfer.csv").is_file()
     if not results_path.is_file() and not is_transfer:
         raise RobevalError(f"{run_dir} holds no results.csv or transfer.csv: not a run directory")
-    spec_path = run_dir / "spec.yaml"
-    spec_text = spec_path.read_text() if spec_path.is_file() else ""
-    spec = (yaml.safe_load(spec_text) or {}) if spec_text else {}
-    files = out.parent / FILES_DIR
-    files.mkdir(parents=True, exist_ok=True)
     is_html = out.suffix.lower() == ".html"
     if is_transfer:
-        blocks = [*_transfer_blocks(run_dir, files), ("h2", "Spec"), ("code", spec_text or "(no spec.yaml)")]
+        spec_text = read_spec(run_dir)[1]
+        transfer = read_table(run_dir / "transfer.csv", required=TRANSFER_REQUIRED, numeric=TRANSFER_NUMERIC,
+                              what="transfer file", run_dir=run_dir)
+        files.mkdir(parents=True, exist_ok=True)
+        blocks = [*_transfer_blocks(run_dir, files, transfer), ("h2", "Spec"), ("code", spec_text or "(no spec.yaml)")]
         atomic_write_text(out, _render_html(blocks, out) if is_html else _render_md(blocks, out))
         return out
-    results = pd.read_csv(results_path)
+    tables = read_run(run_dir, samples=False)
+    results, spec, spec_text = tables.results, tables.spec, tables.spec_text
+    sfa_summary = _sfa_summary(run_dir)
+    files.mkdir(parents=True, exist_ok=True)
 
     blocks: list[tuple[str, object]] = []  # (kind, payload): h2/text/img/table/code
     blocks.append(("h1", f"robeval report: {run_dir.name}"))
@@ -224,12 +247,12 @@ def write_report(run_dir: Path, out: Path, *, examples: int = 8) -> Path:
     blocks += checks_blocks(run_dir, results)
 
     figures = [p for pattern in EXTRA_FIGURES for p in sorted(run_dir.glob(pattern))]
-    sfa_summary = run_dir / "sfa_summary.csv"
-    if figures or sfa_summary.is_file():
+    if figures or sfa_summary is not None:
         blocks.append(("h2", "Attack-specific figures"))
-        if sfa_summary.is_file():
-            blocks.append(("text", "SFA summary (accuracy over the Fourier grid):"))
-            blocks.append(("frame", pd.read_csv(sfa_summary)))
+        if sfa_summary is not None:
+            blocks.append(("text", "SFA summary (accuracy in % over the Fourier grid: average, minimum and where "
+                                   "it is, maximum):"))
+            blocks.append(("frame", sfa_summary))
         for fig in figures:
             target = files / fig.name
             shutil.copyfile(fig, target)
@@ -252,11 +275,28 @@ def write_report(run_dir: Path, out: Path, *, examples: int = 8) -> Path:
     return out
 
 
-def _transfer_blocks(run_dir: Path, files: Path) -> list[tuple[str, object]]:
+def _sfa_summary(run_dir: Path) -> pd.DataFrame | None:
+    """``sfa_summary.csv`` as shown: eps as ``8/255``, every accuracy in % (1 decimal),
+    the minimum's ``(l, m)`` as one cell; None when the run has none."""
+    path = run_dir / "sfa_summary.csv"
+    if not path.is_file():
+        return None
+    frame = read_table(path, required={"model", "eps", "avg_acc", "min_acc"}, numeric=SFA_NUMERIC,
+                       what="SFA summary", run_dir=run_dir)
+    shown = pd.DataFrame({"model": frame["model"].astype(str), "eps": [format_eps(float(e)) for e in frame["eps"]]})
+    for column, title in (("avg_acc", "avg (%)"), ("min_acc", "min (%)"), ("max_acc", "max (%)")):
+        if column in frame.columns:
+            shown[title] = [f"{100 * v:.1f}" if pd.notna(v) else "" for v in frame[column]]
+        if column == "min_acc" and {"min_l", "min_m"} <= set(frame.columns):
+            shown["min at (l, m)"] = [f"({int(a)}, {int(b)})" if pd.notna(a) and pd.notna(b) else ""
+                                      for a, b in zip(frame["min_l"], frame["min_m"], strict=True)]
+    return shown
+
+
+def _transfer_blocks(run_dir: Path, files: Path, frame: pd.DataFrame) -> list[tuple[str, object]]:
     """A ``robeval transfer`` directory: the heat maps and one grid per attack and eps."""
     from robeval.results.transfer_tables import transfer_grids
 
-    frame = pd.read_csv(run_dir / "transfer.csv")
     blocks: list[tuple[str, object]] = [
         ("h1", f"robeval transfer report: {run_dir.name}"),
         ("text", (f"Run directory `{run_dir}`; data set {', '.join(sorted(frame['dataset'].astype(str).unique()))}; "

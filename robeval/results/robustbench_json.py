@@ -5,8 +5,14 @@ accuracies are strings of percentages with two decimals (``"86.04"``) and ``eps`
 string such as ``"8/255"``. Fields robeval does not know (link, authors, venue, ...) are
 empty strings unless given as overrides. What RobustBench has no field for (our model
 name, the norm and threat model, the per-attack accuracies, the per-sample worst case,
-the attack-failure indicators that fired, n, training, version) goes under the extra key
-``"robeval"``, which RobustBench ignores.
+the attack-failure indicators that fired, n, seed, training, version) goes under the
+extra key ``"robeval"``, which RobustBench ignores.
+
+``"autoattack_acc"`` is RobustBench's standard AutoAttack and nothing else: an entry of
+ours fills it only when one of the row's attacks is the standard AutoAttack
+(:func:`robeval.results.autoattack_standard.is_standard_autoattack`), whatever the row,
+a stored entry or an override says; a custom or reduced AutoAttack stays in
+``"robeval"``'s ``attacks`` and the footnote under its own name.
 
 ``"unreliable"`` is never ``false`` for a row the leaderboard flags (a fallback worst
 case, one attack that is not a full AutoAttack, or an attack-failure indicator that
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +39,8 @@ import numpy as np
 
 from robeval.atomic import atomic_write_text
 from robeval.errors import RobevalError
-from robeval.results.leaderboard import ACC_PREFIX, FROM_EXTERNAL, FROM_SAMPLES, flag, threat_model
+from robeval.results.autoattack_standard import is_standard_autoattack
+from robeval.results.leaderboard import ACC_PREFIX, FROM_EXTERNAL, FROM_SAMPLES, flag, seed_text, threat_model
 from robeval.results.tables import format_eps
 
 MODEL_INFO_KEYS = (
@@ -80,6 +88,18 @@ def _num(value: Any) -> float | None:
     return None if _missing(value) or value == "" else float(value)
 
 
+def _seed(value: Any) -> int | str | None:
+    """The run's seed for JSON: an int, the text as given when it is not one, None when
+    unknown."""
+    text = seed_text(value)
+    if not text:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
 def to_model_info(row: dict, **overrides: Any) -> dict:
     """One leaderboard row as a RobustBench ``model_info`` dict; ``overrides`` set any
     field (e.g. ``link=..., authors=..., venue=...``)."""
@@ -90,11 +110,13 @@ def to_model_info(row: dict, **overrides: Any) -> dict:
     source = str(row.get("worst_case_from") or "")
     indicators = _text(row.get("indicators"))
     unreliable = flag(row.get("unreliable")) or bool(indicators)
+    standard = source == FROM_EXTERNAL or any(is_standard_autoattack(a) for a in attacks)
+    auto = row.get("autoattack_acc") if standard else None  # only the standard AutoAttack is autoattack_acc
     info: dict[str, Any] = {key: "" for key in MODEL_INFO_KEYS}
     info.update({
         "name": str(row.get("model", "")), "dataset": str(row.get("dataset", "")),
         "eps": "" if eps is None else format_eps(eps), "clean_acc": _pct(row.get("clean_acc")),
-        "autoattack_acc": _pct(row.get("autoattack_acc")), "unreliable": unreliable,
+        "autoattack_acc": _pct(auto), "unreliable": unreliable,
     })
     if source != FROM_EXTERNAL:
         # robeval's models are deterministic and trained on the data set alone; the worst
@@ -111,6 +133,8 @@ def to_model_info(row: dict, **overrides: Any) -> dict:
     info.update(overrides)
     if unreliable:
         info["unreliable"] = True
+    if not standard:  # not even a stored entry or an override makes a custom AutoAttack autoattack_acc
+        info["autoattack_acc"] = ""
     if source != FROM_EXTERNAL:
         n = _num(row.get("n"))
         norm = _text(row.get("norm"))
@@ -119,9 +143,10 @@ def to_model_info(row: dict, **overrides: Any) -> dict:
             "threat": _text(row.get("threat")) or threat_model(norm, next(iter(attacks)) if len(attacks) == 1 else ""),
             "eps": eps, "clean_acc": _num(row.get("clean_acc")), "attacks": attacks,
             "worst_case_acc": _num(row.get("worst_case_acc")), "worst_case_from": source,
-            "autoattack_acc": _num(row.get("autoattack_acc")), "unreliable": flag(info["unreliable"]),
+            "autoattack_acc": _num(auto), "unreliable": flag(info["unreliable"]),
             "indicators": indicators, "checked": flag(row.get("checked")),
-            "n": None if n is None else int(n), "training": str(row.get("training") or ""),
+            "n": None if n is None else int(n), "seed": _seed(row.get("seed")),
+            "training": str(row.get("training") or ""),
             "robeval_version": str(row.get("robeval_version") or ""),
         }
     ordered = {k: info[k] for k in MODEL_INFO_KEYS}
@@ -141,6 +166,27 @@ def model_info_filename(row: dict) -> str:
              "" if eps is None else format_eps(eps).replace("/", "_"))
     stem = "_".join(p for p in parts if p)
     return ("".join(c if c.isalnum() or c in "-_." else "_" for c in stem) or "model") + ".json"
+
+
+def model_info_filenames(rows: list[dict]) -> list[str]:
+    """:func:`model_info_filename` of every row, made distinct: rows of several runs of one
+    model (other ``n`` or ``seed``, which the leaderboard never merges) get
+    ``_n<n>_seed<seed>`` before ``.json``, so no entry overwrites another."""
+    names = [model_info_filename(row) for row in rows]
+    counts = Counter(names)
+    taken: set[str] = set()
+    out = []
+    for row, name in zip(rows, names, strict=True):
+        if counts[name] > 1:
+            n, seed = _num(row.get("n")), seed_text(row.get("seed")) or "unknown"
+            name = f"{name[:-len('.json')]}_n{'' if n is None else int(n)}_seed{seed}.json"
+            name = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+        stem, k = name[:-len(".json")], 2
+        while name in taken:
+            name, k = f"{stem}_{k}.json", k + 1
+        taken.add(name)
+        out.append(name)
+    return out
 
 
 def norm_from_path(path: Path) -> str:
@@ -173,11 +219,12 @@ def from_model_info(info: dict, *, norm: str = "") -> dict:
             **{f"{ACC_PREFIX}{a}": float(v) for a, v in extra.get("attacks", {}).items()},
             "worst_case_acc": nan if extra.get("worst_case_acc") is None else float(extra["worst_case_acc"]),
             "worst_case_from": extra.get("worst_case_from", ""),
-            "autoattack_acc": nan if extra.get("autoattack_acc") is None else float(extra["autoattack_acc"]),
+            "autoattack_acc": nan if extra.get("autoattack_acc") is None or not any(
+                is_standard_autoattack(a) for a in attacks) else float(extra["autoattack_acc"]),
             "unreliable": flag(extra.get("unreliable")) or flag(info.get("unreliable")),
             "indicators": str(extra.get("indicators") or ""), "checked": flag(extra.get("checked")),
             "attacks": len(attacks),
-            "n": extra.get("n"), "training": extra.get("training", ""),
+            "n": extra.get("n"), "seed": seed_text(extra.get("seed")), "training": extra.get("training", ""),
             "robeval_version": extra.get("robeval_version", ""), "model_info": blob,
         }
         return row
@@ -190,7 +237,7 @@ def from_model_info(info: dict, *, norm: str = "") -> dict:
         "eps": _parse_eps(info.get("eps")), "clean_acc": _from_pct(info.get("clean_acc")),
         "worst_case_acc": float(worst), "worst_case_from": FROM_EXTERNAL, "autoattack_acc": auto,
         "unreliable": flag(info.get("unreliable")), "indicators": "", "checked": False, "attacks": 0, "n": None,
-        "training": "",
+        "seed": "", "training": "",
         "robeval_version": "", "model_info": blob,
     }
 

@@ -6,17 +6,28 @@ everything that determines its numbers; a minimal-norm attack stores one unbound
 targeted mode one (sample, target class) pair (``target = -1`` when untargeted).
 Each batch is written in a single transaction, so a run killed at any moment (even
 ``kill -9``) leaves only whole batches behind and resumes exactly where it stopped.
+
+Each batch's points are stored with a checksum (``batch_digests``) that every read
+verifies, so flipped bytes in the file stop the run instead of changing a number; any
+SQLite error (a damaged file, a full disk, a read-only folder) becomes one
+:class:`~robeval.errors.RobevalError` that names the file and the fix.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
+from robeval.atomic import NoSpaceError, write_error
 from robeval.errors import RobevalError
 
 SCHEMA_VERSION = 2
@@ -43,10 +54,21 @@ CREATE TABLE IF NOT EXISTS point_traces (
 CREATE TABLE IF NOT EXISTS checks (
     check_key TEXT PRIMARY KEY, findings TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS batch_digests (
+    cell_key TEXT NOT NULL, batch INTEGER NOT NULL, digest TEXT NOT NULL,
+    PRIMARY KEY (cell_key, batch)
+);
+CREATE TABLE IF NOT EXISTS nonfinite_outputs (
+    cell_key TEXT NOT NULL, batch INTEGER NOT NULL, rows INTEGER NOT NULL,
+    PRIMARY KEY (cell_key, batch)
+);
 """
-# point_traces and checks were added without a format change: a store written before it simply has
-# no traces for its batches (the path indicators then say how many points they saw).
+# point_traces, checks, batch_digests and nonfinite_outputs were added without a format change: a
+# store written before them simply has no traces (the path indicators then say how many points they
+# saw), no checksums (its batches are read unverified) and no counts of non-finite model outputs.
 COLUMNS = ("idx", "target", "label", "clean_pred", "adv_pred", "l0", "l2", "linf", "attack_norm", "x_norm")
+INT_COLUMNS = frozenset({"idx", "target", "label", "clean_pred", "adv_pred"})
+_Method = TypeVar("_Method", bound=Callable[..., Any])
 
 
 @dataclass(frozen=True)
@@ -112,24 +134,42 @@ class Cost:
         return Cost(self.seconds + other.seconds, self.forward + other.forward, self.backward + other.backward)
 
 
+def _sqlite_errors(method: _Method) -> _Method:
+    """Turn a SQLite error of a :class:`ResultStore` method into the user's one-line error."""
+
+    @functools.wraps(method)
+    def guarded(self: ResultStore, *args: Any, **kwargs: Any) -> Any:
+        with self.guarded():
+            return method(self, *args, **kwargs)
+
+    return guarded  # type: ignore[return-value]
+
+
 class ResultStore:
     """The SQLite file behind a run directory (``DIR/store.sqlite``)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise write_error(self.path, exc) from None
+        with self.guarded():
             self._conn = sqlite3.connect(self.path)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            version = self._conn.execute("PRAGMA user_version").fetchone()[0]
-            has_tables = self._conn.execute("SELECT count(*) FROM sqlite_master WHERE type='table'").fetchone()[0]
-        except sqlite3.DatabaseError as exc:
-            raise RobevalError(
-                f"{self.path} is not a readable result store ({exc}); move it away or use another --out"
-            ) from None
-        if has_tables and version != SCHEMA_VERSION:
+        try:
+            self._open()
+        except BaseException:
             self._conn.close()
+            raise
+
+    @_sqlite_errors
+    def _open(self) -> None:
+        """Check the store's format and create its tables (new stores, or tables added since)."""
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+        has_tables = self._conn.execute("SELECT count(*) FROM sqlite_master WHERE type='table'").fetchone()[0]
+        if has_tables and version != SCHEMA_VERSION:
             raise RobevalError(
                 f"{self.path} was written by another robeval version (store format {version}, this one "
                 f"reads {SCHEMA_VERSION}); move it away or use another --out"
@@ -137,6 +177,39 @@ class ResultStore:
         with self._conn:
             self._conn.executescript(SCHEMA)
             self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @contextmanager
+    def guarded(self) -> Iterator[None]:
+        """Run SQLite calls on this store (here or in a module that adds its own table):
+        their errors become one :class:`RobevalError` naming the file and the fix."""
+        try:
+            yield
+        except (sqlite3.ProgrammingError, sqlite3.InterfaceError, sqlite3.IntegrityError):
+            raise  # misuse of the connection or a value SQLite refuses: a bug, not the user's file
+        except sqlite3.DatabaseError as exc:
+            raise self.error(exc) from None
+
+    def error(self, exc: sqlite3.DatabaseError) -> RobevalError:
+        """The user's error for a SQLite error on this store."""
+        name = str(getattr(exc, "sqlite_errorname", "") or "")
+        text = str(exc)
+        if name == "SQLITE_FULL" or "disk is full" in text:
+            return NoSpaceError(self.path, saved=self.path)
+        if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "database is locked" in text:
+            return RobevalError(f"{self.path} is in use by another process ({text}); wait for it to finish or "
+                                "use another --out")
+        if name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM")) or "readonly" in text \
+                or "unable to open" in text:
+            return RobevalError(f"cannot write {self.path} ({text}); make its folder writable or use another --out")
+        if name.startswith("SQLITE_IOERR") or "disk I/O error" in text:
+            return RobevalError(f"reading or writing {self.path} failed ({text}); check the disk and run the same "
+                                "command again")
+        return self.damaged(text)
+
+    def damaged(self, reason: str) -> RobevalError:
+        """The user's error for a store whose content cannot be trusted."""
+        return RobevalError(f"{self.path} is damaged ({reason}); move it away (or delete it) and run again to "
+                            "start afresh")
 
     def close(self) -> None:
         self._conn.close()
@@ -147,6 +220,7 @@ class ResultStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @_sqlite_errors
     def register_cell(self, cell_key: str, description: dict) -> None:
         with self._conn:
             self._conn.execute(
@@ -154,15 +228,19 @@ class ResultStore:
                 (cell_key, json.dumps(description, sort_keys=True, default=str)),
             )
 
+    @_sqlite_errors
     def done_batches(self, cell_key: str) -> set[int]:
         rows = self._conn.execute("SELECT batch FROM batches WHERE cell_key = ?", (cell_key,))
         return {int(r[0]) for r in rows}
 
+    @_sqlite_errors
     def write_batch(
         self, cell_key: str, batch: int, cost: Cost, result: BatchResult, traces: PointTraces | None = None,
+        *, nonfinite: int | None = None,
     ) -> None:
-        """Store one batch atomically (points, their path traces and the batch marker in
-        one transaction)."""
+        """Store one batch atomically (points, their checksum, their path traces, how many
+        model outputs were non-finite while attacking it, and the batch marker in one
+        transaction). ``nonfinite=None``: not counted (an earlier count is kept)."""
         arrays = [getattr(result, c) for c in COLUMNS]
         rows = [
             (cell_key, batch, int(i), int(t), int(lab), int(c), int(a), float(l0), float(l2), float(li), float(an),
@@ -176,26 +254,55 @@ class ResultStore:
         ]
         with self._conn:
             self._conn.executemany("INSERT OR REPLACE INTO samples VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+            self._conn.execute("INSERT OR REPLACE INTO batch_digests VALUES (?, ?, ?)",
+                               (cell_key, batch, _digest(result)))
             self._conn.executemany("INSERT OR REPLACE INTO point_traces VALUES (?,?,?,?,?,?,?)", trace_rows)
+            if nonfinite:
+                self._conn.execute("INSERT OR REPLACE INTO nonfinite_outputs VALUES (?, ?, ?)",
+                                   (cell_key, batch, int(nonfinite)))
+            elif nonfinite is not None:
+                self._conn.execute("DELETE FROM nonfinite_outputs WHERE cell_key = ? AND batch = ?", (cell_key, batch))
             self._conn.execute(
                 "INSERT OR REPLACE INTO batches VALUES (?, ?, ?, ?, ?)",
                 (cell_key, batch, cost.seconds, cost.forward, cost.backward),
             )
 
+    @_sqlite_errors
     def read_batch(self, cell_key: str, batch: int) -> BatchResult:
         rows = self._conn.execute(
-            f"SELECT {', '.join(COLUMNS)} FROM samples WHERE cell_key = ? AND batch = ? ORDER BY idx, target",
+            f"SELECT batch, {', '.join(COLUMNS)} FROM samples WHERE cell_key = ? AND batch = ? ORDER BY idx, target",
             (cell_key, batch),
         ).fetchall()
-        return _to_result(rows)
+        digests = self._conn.execute(
+            "SELECT batch, digest FROM batch_digests WHERE cell_key = ? AND batch = ?", (cell_key, batch)
+        ).fetchall()
+        return self._verified(rows, digests)
 
+    @_sqlite_errors
     def read_cell(self, cell_key: str) -> BatchResult:
         rows = self._conn.execute(
-            f"SELECT {', '.join(COLUMNS)} FROM samples WHERE cell_key = ? ORDER BY idx, target",
+            f"SELECT batch, {', '.join(COLUMNS)} FROM samples WHERE cell_key = ? ORDER BY idx, target",
             (cell_key,),
         ).fetchall()
-        return _to_result(rows)
+        digests = self._conn.execute(
+            "SELECT batch, digest FROM batch_digests WHERE cell_key = ?", (cell_key,)
+        ).fetchall()
+        return self._verified(rows, digests)
 
+    def _verified(self, rows: list[tuple], digests: list[tuple]) -> BatchResult:
+        """The points of ``rows`` (``batch`` first), each batch checked against its stored
+        checksum (batches stored before checksums existed are taken as they are)."""
+        try:
+            batches = np.asarray([r[0] for r in rows], dtype=np.int64)
+            result = _to_result([r[1:] for r in rows])
+            for batch, digest in digests:
+                if _digest(result.take(batches == int(batch))) != digest:
+                    raise self.damaged(f"the points of batch {int(batch)} do not match their checksum")
+        except (TypeError, ValueError, OverflowError) as exc:  # a value of the wrong type: a damaged page
+            raise self.damaged(f"unreadable stored value: {exc}") from None
+        return result
+
+    @_sqlite_errors
     def read_traces(self, cell_key: str) -> PointTraces:
         """Every stored path trace of a cell (points attacked in batches written with one)."""
         rows = self._conn.execute(
@@ -204,20 +311,40 @@ class ResultStore:
         ).fetchall()
         if not rows:
             return PointTraces.empty()
-        idx, target, adv, trend, steps = (np.asarray(c) for c in zip(*rows, strict=True))
-        trend = np.array([np.nan if v is None else v for v in trend], dtype=np.float64)  # NULL: no trend
-        return PointTraces(idx.astype(np.int64), target.astype(np.int64), adv.astype(bool), trend,
-                           steps.astype(np.int64))
+        try:
+            idx, target, adv, trend, steps = (np.asarray(c) for c in zip(*rows, strict=True))
+            trend = np.array([np.nan if v is None else v for v in trend], dtype=np.float64)  # NULL: no trend
+            return PointTraces(idx.astype(np.int64), target.astype(np.int64), adv.astype(bool), trend,
+                               steps.astype(np.int64))
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise self.damaged(f"unreadable stored value: {exc}") from None
 
+    @_sqlite_errors
     def read_checks(self, check_key: str) -> list[dict] | None:
         """Stored attack-failure findings (JSON objects) under ``check_key``, or None."""
         row = self._conn.execute("SELECT findings FROM checks WHERE check_key = ?", (check_key,)).fetchone()
-        return None if row is None else json.loads(row[0])
+        if row is None:
+            return None
+        try:
+            return json.loads(row[0])
+        except (TypeError, ValueError) as exc:
+            raise self.damaged(f"unreadable stored findings: {exc}") from None
 
+    @_sqlite_errors
     def write_checks(self, check_key: str, findings: list[dict]) -> None:
         with self._conn:
             self._conn.execute("INSERT OR REPLACE INTO checks VALUES (?, ?)", (check_key, json.dumps(findings)))
 
+    @_sqlite_errors
+    def nonfinite_rows(self, cell_key: str) -> int:
+        """How many model outputs (rows of logits) were NaN or inf while the cell's
+        stored batches were attacked (0 when none were, or none were counted)."""
+        row = self._conn.execute(
+            "SELECT COALESCE(SUM(rows), 0) FROM nonfinite_outputs WHERE cell_key = ?", (cell_key,)
+        ).fetchone()
+        return int(row[0])
+
+    @_sqlite_errors
     def cell_cost(self, cell_key: str) -> Cost:
         seconds, forward, backward = self._conn.execute(
             "SELECT COALESCE(SUM(seconds), 0), COALESCE(SUM(forward), 0), COALESCE(SUM(backward), 0) "
@@ -227,11 +354,22 @@ class ResultStore:
         return Cost(float(seconds), int(forward), int(backward))
 
 
+def _digest(result: BatchResult) -> str:
+    """A checksum of one batch's points, independent of the order they are given in."""
+    order = np.lexsort((np.asarray(result.target), np.asarray(result.idx)))
+    digest = hashlib.sha256()
+    for name in COLUMNS:
+        values = np.asarray(getattr(result, name), dtype=np.int64 if name in INT_COLUMNS else np.float64)[order]
+        if name not in INT_COLUMNS:
+            values = values + 0.0  # -0.0 reads back from SQLite as 0.0
+        digest.update(np.ascontiguousarray(values).tobytes())
+    return digest.hexdigest()[:32]
+
+
 def _to_result(rows: list[tuple]) -> BatchResult:
     cols = list(zip(*rows, strict=True)) if rows else [()] * len(COLUMNS)
-    ints = {"idx", "target", "label", "clean_pred", "adv_pred"}
     return BatchResult(**{
-        name: np.asarray(col, dtype=np.int64 if name in ints else np.float64)
+        name: np.asarray(col, dtype=np.int64 if name in INT_COLUMNS else np.float64)
         for name, col in zip(COLUMNS, cols, strict=True)
     })
 

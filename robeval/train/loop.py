@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from robeval.atomic import atomic_write_text
 from robeval.data import dataset_info, load_dataset
 from robeval.device import resolve_device
+from robeval.errors import RobevalError
 from robeval.eval.progress import progress_bar
 from robeval.eval.runner import predict
 from robeval.models import (
@@ -28,7 +29,8 @@ from robeval.models import (
 from robeval.train.augment import crop_flip
 from robeval.train.objectives import Objective, get_objective
 from robeval.train.regularisers import Regulariser, get_regulariser
-from robeval.train.resume import ResumeState, load_resume, resume_path, save_resume
+from robeval.train.outputs import check_outputs, train_outputs, write_failed
+from robeval.train.resume import ResumeState, load_resume, save_resume
 from robeval.train.schedule import lr_at
 from robeval.train.spec import TrainSpec
 from robeval.version import __version__
@@ -58,13 +60,21 @@ def make_optimizer(spec: TrainSpec, params: list[nn.Parameter]) -> torch.optim.O
 
 
 def train(spec: TrainSpec) -> TrainResult:
-    """Train ``spec.arch`` on ``spec.dataset`` and write the checkpoint to ``spec.out``."""
+    """Train ``spec.arch`` on ``spec.dataset`` and write the checkpoint to ``spec.out``.
+
+    Every setting and the output folder are checked before any data is loaded. After each
+    epoch the run is saved to ``OUT.resume``; a run started again with the same spec
+    continues from there (and says so with a warning). A file that cannot be written
+    raises a :class:`RobevalError` naming the epoch kept.
+    """
     torch.manual_seed(spec.seed)
     device = resolve_device(spec.device)
     arch, arch_args = resolve_arch(spec.arch)  # validate names before loading any data
     objective = get_objective(spec.objective)
     regs = [get_regulariser(r) for r in spec.regularisers]
     info = dataset_info(spec.dataset, root=spec.data_root)
+    outputs = train_outputs(spec.out)
+    check_outputs(outputs)  # before any data is loaded: no epoch is spent on a run that cannot be saved
     x_train, y_train = load_dataset(spec.dataset, split="train", n=spec.n_train, seed=spec.seed, root=spec.data_root)
     x_test, y_test = load_dataset(spec.dataset, split="test", root=spec.data_root)
     channels, height, _ = info.input_shape
@@ -75,20 +85,14 @@ def train(spec: TrainSpec) -> TrainResult:
     generator = torch.Generator().manual_seed(spec.seed)
 
     n_batches = -(-len(x_train) // spec.batch_size)
-    rpath = resume_path(spec.out)
+    rpath, log_path = outputs.resume, outputs.log
     state = load_resume(rpath, spec.to_dict())
     rows: list[dict[str, float]] = []
     start, seconds = 0, 0.0
     if state is not None:
-        model.load_state_dict(state.model)
-        optimizer.load_state_dict(state.optimizer)
-        generator.set_state(state.generator)
-        torch.set_rng_state(state.torch_rng)
+        _restore(state, model, optimizer, generator, regs, rpath)
         start, rows, seconds = state.epoch, list(state.log), state.seconds
-        for reg, reg_state in zip(regs, state.regularisers, strict=True):
-            if hasattr(reg, "load_state_dict"):
-                reg.load_state_dict(reg_state)
-    log_path = Path(spec.out).with_suffix(".log.csv")
+    kept = start  # the last epoch saved in the resume file
     with progress_bar(enabled=spec.progress) as bar:
         task = bar.add_task(f"train {arch} on {info.name}", total=spec.epochs * n_batches, completed=start * n_batches)
         for epoch in range(start, spec.epochs):
@@ -101,14 +105,20 @@ def train(spec: TrainSpec) -> TrainResult:
             model.eval()
             test_acc = float((predict(model, x_test, 512, device) == y_test).float().mean())
             rows.append({"epoch": epoch + 1, **stats, "test_acc": test_acc, "seconds": round(seconds, 3)})
-            atomic_write_text(log_path, pd.DataFrame(rows).to_csv(index=False))
             bar.update(task, description=_describe(arch, info.name, rows[-1], spec.epochs))
             log.info("epoch %d: %s", epoch + 1, rows[-1])
-            save_resume(rpath, spec.to_dict(), ResumeState(
-                epoch=epoch + 1, model=model.state_dict(), optimizer=optimizer.state_dict(),
-                generator=generator.get_state(), torch_rng=torch.get_rng_state(), log=rows, seconds=seconds,
-                regularisers=[reg.state_dict() if hasattr(reg, "state_dict") else {} for reg in regs],
-            ))
+            target = log_path
+            try:
+                atomic_write_text(log_path, pd.DataFrame(rows).to_csv(index=False))
+                target = rpath
+                save_resume(rpath, spec.to_dict(), ResumeState(
+                    epoch=epoch + 1, model=model.state_dict(), optimizer=optimizer.state_dict(),
+                    generator=generator.get_state(), torch_rng=torch.get_rng_state(), log=rows, seconds=seconds,
+                    regularisers=[reg.state_dict() if hasattr(reg, "state_dict") else {} for reg in regs],
+                ))
+            except (OSError, RobevalError) as exc:
+                raise write_failed(exc, target, epoch=epoch + 1, epochs=spec.epochs, resume=rpath, kept=kept) from exc
+            kept = epoch + 1
     model.eval()
     last = rows[-1]
     metrics = {"test_acc": last["test_acc"], "train_loss": last["loss"], "train_acc": last["train_acc"],
@@ -118,9 +128,33 @@ def train(spec: TrainSpec) -> TrainResult:
         input_shape=tuple(info.input_shape), mean=mean, std=std, train_spec=spec.to_dict(),
         metrics=metrics, robeval_version=__version__,
     )
-    path = save_checkpoint(spec.out, model, meta)
+    try:
+        path = save_checkpoint(outputs.checkpoint, model, meta)
+    except (OSError, RobevalError) as exc:
+        raise write_failed(exc, outputs.checkpoint, epoch=spec.epochs, epochs=spec.epochs, resume=rpath,
+                           kept=kept) from exc
     rpath.unlink(missing_ok=True)
     return TrainResult(checkpoint=Path(path), metrics=metrics)
+
+
+def _restore(
+    state: ResumeState, model: nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator,
+    regs: list[Regulariser], path: Path,
+) -> None:
+    """Put a resume file's weights, optimiser, RNG and regulariser states back in place."""
+    try:
+        model.load_state_dict(state.model)
+        optimizer.load_state_dict(state.optimizer)
+        generator.set_state(state.generator)
+        torch.set_rng_state(state.torch_rng)
+        for reg, reg_state in zip(regs, state.regularisers, strict=True):
+            if hasattr(reg, "load_state_dict"):
+                reg.load_state_dict(reg_state)
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RobevalError(
+            f"the resume file {path} does not fit this run ({first}); delete it to start afresh"
+        ) from exc
 
 
 def _describe(arch: str, dataset: str, row: dict[str, float], epochs: int) -> str:

@@ -33,6 +33,7 @@ def _setup(
 ) -> None:
     setup_output(verbose)
     state.computes = ctx.invoked_subcommand not in LIGHT_COMMANDS
+    state.command = ctx.invoked_subcommand
     state.threads_pending = state.computes
     state.threads = threads
     state.interrupt_reported = False

@@ -29,6 +29,11 @@ err_console = Console(stderr=True, soft_wrap=True)
 
 INTERRUPTED = "interrupted"
 INTERRUPTED_RESUMABLE = "interrupted; finished batches are saved, run the same command again to resume"
+INTERRUPTED_TRAINING = (
+    "interrupted; finished epochs are kept in the checkpoint's .resume file, run the same command again to resume"
+)
+#: What Ctrl-C tells the user, per command that keeps its finished work (others: INTERRUPTED).
+RESUMABLE = {"run": INTERRUPTED_RESUMABLE, "transfer": INTERRUPTED_RESUMABLE, "train": INTERRUPTED_TRAINING}
 
 
 @dataclass
@@ -37,6 +42,7 @@ class CliState:
 
     verbose: bool = False
     computes: bool = False  # the command computes (threads are set, Ctrl-C says how to resume)
+    command: str | None = None  # the invoked subcommand
     threads: int | None = None  # --threads
     threads_pending: bool = False
     interrupt_reported: bool = False
@@ -59,7 +65,8 @@ def report_interrupt() -> None:
     """The one line printed for Ctrl-C (once per process)."""
     if not state.interrupt_reported:
         state.interrupt_reported = True
-        err_console.print(INTERRUPTED_RESUMABLE if state.computes else INTERRUPTED, highlight=False)
+        message = RESUMABLE.get(state.command or "", INTERRUPTED) if state.computes else INTERRUPTED
+        err_console.print(message, highlight=False)
 
 
 @contextmanager

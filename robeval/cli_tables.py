@@ -37,6 +37,8 @@ def _fit_keys(keys: list[tuple[str, ...]], headers: list[str], value_widths: lis
     labels: dict[str, str] = {}
     shown = keys
     for value in sorted({k[column] for k in keys}, key=cell_len, reverse=True):
+        if cell_len(value) <= cell_len(f"{value.split(':', 1)[0]} [{len(labels) + 1}]"):
+            break  # a label would be no shorter than the name itself
         labels[value] = f"{value.split(':', 1)[0]} [{len(labels) + 1}]"
         shown = [(*k[:column], labels.get(k[column], k[column]), *k[column + 1:]) for k in keys]
         if fixed + sum(column_width(i, shown) for i in range(len(headers))) <= width:

@@ -21,9 +21,10 @@ from torch import Tensor, nn
 
 from robeval.eval.cells import Cell
 from robeval.eval.indicators.base import Finding
+from robeval.eval.indicators.catalog import NON_FINITE_OUTPUTS
 from robeval.results.store import ResultStore
 
-INDICATOR = "non-finite-outputs"
+INDICATOR = NON_FINITE_OUTPUTS.name
 
 
 class NonFiniteCounter:

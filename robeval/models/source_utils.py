@@ -50,6 +50,8 @@ def parse_options(text: str, *, source: str, allowed: Sequence[str]) -> dict[str
             raise RobevalError(
                 f"unknown option {key!r} in model source {source!r}; known: {', '.join(allowed)}"
             )
+        if key in options:
+            raise RobevalError(f"model source {source!r} gives {key} twice; keep one {key}=VALUE")
         options[key] = value.strip()
     return options
 

@@ -41,6 +41,16 @@ def test_the_parsers_name_the_fix() -> None:
     assert parse_eps_list("0, 2/255 ,unbounded") == (0.0, 2 / 255, math.inf)
 
 
+def test_a_model_source_option_given_twice_is_one_error() -> None:
+    from robeval.models.source_utils import parse_options
+
+    with pytest.raises(RobevalError, match="gives weights twice; keep one weights=VALUE"):
+        parse_options("weights=a.pt,weights=b.pt", source="torchvision:resnet18:weights=a.pt,weights=b.pt",
+                      allowed=("weights", "mean", "std"))
+    assert parse_options("weights=a.pt,mean=0.5", source="s", allowed=("weights", "mean")) == {
+        "weights": "a.pt", "mean": "0.5"}
+
+
 @pytest.mark.parametrize(
     ("eps", "norm", "warned"),
     [

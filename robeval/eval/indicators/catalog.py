@@ -84,3 +84,10 @@ INCONSISTENT_RESULTS = describe(IndicatorInfo(
                "accuracy at a larger eps is higher than at a smaller one",
     cost="free: from the stored points",
 ))
+NON_FINITE_OUTPUTS = describe(IndicatorInfo(
+    name="non-finite-outputs",
+    catches="models whose logits turn NaN or inf on the inputs an attack tries (argmax of NaN is arbitrary and "
+            "its gradients are NaN); NaN or inf on the clean test images is refused before any attack",
+    fires_when="the model returned a NaN or inf logit on any input the attack tried (its iterates or adversarials)",
+    cost="free: a forward hook counts them while the attack runs (also with --checks off)",
+))

@@ -145,7 +145,8 @@ def test_robustbench_through_the_cli_flags(tmp_path: Path) -> None:
     with torch.no_grad():
         clean = float((net(x).argmax(1) == torch.arange(6)).float().mean())
     assert frame["clean_acc"].iloc[0] == pytest.approx(clean)  # the zoo model itself was evaluated
-    missing = CliRunner().invoke(app, [*args[:6], "--threat-model", "Linf", *args[8:]])
+    other_out = [str(tmp_path / "run2") if a == str(out) else a for a in args[8:]]  # another run: another folder
+    missing = CliRunner().invoke(app, [*args[:6], "--threat-model", "Linf", *other_out])
     assert missing.exit_code != 0 and str(tmp_path / "zoo" / "cifar10" / "Linf" / "Ding2020MMA.pt") in missing.output
     assert "Traceback" not in missing.output
 

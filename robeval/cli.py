@@ -61,13 +61,22 @@ def train(
     seed: Annotated[int | None, typer.Option()] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
     data_root: Annotated[str | None, typer.Option(help="Folder holding local data sets (mnist, cifar10, ...).")] = None,
-    out: Annotated[Path | None, typer.Option(help="Checkpoint file to write (default results/model.pt).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Checkpoint file to write (default results/model.pt); with --seeds/--sweep the folder of the checkpoints and sweep.csv (default results/sweep).")] = None,
     recipe: Annotated[Path | None, typer.Option(help="YAML recipe (see recipes/); flags given here override it.")] = None,
+    seeds: Annotated[str | None, typer.Option(help="Sweep: one checkpoint per seed, e.g. 0,1,2,3,4.")] = None,
+    sweep: Annotated[list[str] | None, typer.Option(help="Sweep: one checkpoint per value of a setting, KEY=V1|V2|..., e.g. regulariser=absum:lambda=0.01|0.1|1; repeatable (every combination).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Train a sweep's combinations as tasks of a local Ray with N CPUs (needs robeval[ray]); same checkpoints as in-process.")] = None,
+    ray_address: Annotated[str | None, typer.Option(help="Train a sweep's combinations on a running Ray cluster: auto (reads RAY_ADDRESS) or HOST:PORT; --out must be on a file system every node shares.")] = None,
+    gpus_per_task: Annotated[float | None, typer.Option(help="GPUs each Ray task asks for; fractions allowed (0.5: two trainings per GPU).")] = None,
+    cpus_per_task: Annotated[float | None, typer.Option(help="CPUs each Ray task asks for (default: the torch threads per combination, 1).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Train a model and write a checkpoint that `robeval run` reads back.
 
     A run killed after an epoch continues from it when started again with the same settings.
+    With --seeds and/or --sweep, one checkpoint per combination goes into the --out folder
+    (named after it, e.g. absum-lambda=0.1_seed=3.pt) with sweep.csv listing them; finished
+    ones are kept when the same command runs again.
     """
     with user_errors():
         from robeval.params import parse_number
@@ -89,11 +98,28 @@ def train(
             spec = TrainSpec.from_yaml(recipe, **flags)
         else:
             spec = TrainSpec.from_dict({k: v for k, v in flags.items() if v is not None})
+        from robeval.train.sweep_run import CSV_NAME, run_sweep, sweep_from_flags
+
+        sweep_spec = sweep_from_flags(
+            spec, seeds=seeds, sweeps=sweep, given=[k for k, v in flags.items() if v is not None], out=flags["out"],
+            threads=state.threads, progress=not quiet, workers=workers, ray_address=ray_address,
+            gpus_per_task=gpus_per_task, cpus_per_task=cpus_per_task,
+        )
+        if sweep_spec is not None:
+            frame = run_sweep(sweep_spec, on_row=lambda row: out_console.print(row.describe(), highlight=False))
+            out_console.print(f"wrote {sweep_spec.folder / CSV_NAME} ({len(frame)} checkpoints)", highlight=False)
+            return
         result = train_model(spec.replace(progress=not quiet))
         metrics = ", ".join(f"{k} {v:.4g}" for k, v in result.metrics.items())
         out_console.print(f"wrote {result.checkpoint} ({metrics})", highlight=False)
 
 
+WORKERS_HELP = ("Spread the batches over N local Ray workers (robeval starts and stops Ray; needs robeval[ray]); "
+                "same numbers as in-process.")
+RAY_ADDRESS_HELP = "Run the batches on a running Ray cluster: auto (reads RAY_ADDRESS) or HOST:PORT."
+GPUS_HELP = "GPUs each Ray task asks for; fractions allowed (0.25: four tasks per GPU)."
+CPUS_HELP = "CPUs each Ray task asks for (default 1)."
+AMP_HELP = "off (default) or bf16: model passes under bfloat16 autocast on CUDA (changes numbers; see README)."
 OVERWRITE_HELP = ("Replace the tables of a different earlier run in --out; stored batches are kept and reused "
                   "where they match.")
 
@@ -118,6 +144,11 @@ def run(
     check_samples: Annotated[int | None, typer.Option(help="Clean-correct points per model the indicators probe (default 64).")] = None,
     worst_case: Annotated[bool | None, typer.Option("--worst-case/--no-worst-case", help="Run the attacks as a cascade (in the order given, each on the points still robust) and add `worst-case` rows.")] = None,
     bpda: Annotated[list[str] | None, typer.Option(help="Module of the model (dotted name) whose backward becomes the identity (BPDA); repeatable.")] = None,
+    workers: Annotated[int | None, typer.Option(help=WORKERS_HELP)] = None,
+    ray_address: Annotated[str | None, typer.Option(help=RAY_ADDRESS_HELP)] = None,
+    gpus_per_task: Annotated[float | None, typer.Option(help=GPUS_HELP)] = None,
+    cpus_per_task: Annotated[float | None, typer.Option(help=CPUS_HELP)] = None,
+    amp: Annotated[str | None, typer.Option(help=AMP_HELP)] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -137,6 +168,8 @@ def run(
             "checks": checks.lower() if checks else None, "check_samples": check_samples,
             "worst_case": worst_case, "bpda": tuple(bpda) if bpda else None,
             "overwrite": True if overwrite else None,
+            "workers": workers, "ray_address": ray_address, "gpus_per_task": gpus_per_task,
+            "cpus_per_task": cpus_per_task, "amp": amp.lower() if amp else None,
         }
         if spec is not None:
             run_spec_obj = RunSpec.from_yaml(spec, **flags)
@@ -168,6 +201,11 @@ def transfer(
     out: Annotated[str | None, typer.Option(help="Output folder (default results/transfer).")] = None,
     data_root: Annotated[str | None, typer.Option(help="Folder holding local data sets.")] = None,
     spec: Annotated[Path | None, typer.Option(help="YAML transfer spec (e.g. a spec.yaml it wrote); flags override it.")] = None,
+    workers: Annotated[int | None, typer.Option(help=WORKERS_HELP)] = None,
+    ray_address: Annotated[str | None, typer.Option(help=RAY_ADDRESS_HELP)] = None,
+    gpus_per_task: Annotated[float | None, typer.Option(help=GPUS_HELP)] = None,
+    cpus_per_task: Annotated[float | None, typer.Option(help=CPUS_HELP)] = None,
+    amp: Annotated[str | None, typer.Option(help=AMP_HELP)] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -186,6 +224,8 @@ def transfer(
             "eps": parse_eps_list(eps) if eps is not None else None, "dataset": dataset, "n": n, "seed": seed,
             "batch_size": batch_size, "device": device, "out": out, "data_root": data_root,
             "overwrite": True if overwrite else None,
+            "workers": workers, "ray_address": ray_address, "gpus_per_task": gpus_per_task,
+            "cpus_per_task": cpus_per_task, "amp": amp.lower() if amp else None,
         }
         if spec is not None:
             transfer_spec = TransferSpec.from_yaml(spec, **flags)

@@ -54,9 +54,15 @@ class RunSpec:
     check_samples: int = 64  # clean-correct points per model the indicators probe
     worst_case: bool = False  # run the attacks as a cascade and add `worst-case` rows
     bpda: tuple[str, ...] = ()  # modules (dotted names) whose backward becomes the identity
+    amp: str = "off"  # "bf16": model passes under CUDA autocast (changes numbers: part of the run)
     progress: bool = field(default=False, compare=False)
     #: Write into an --out that holds the tables of a different run (they are replaced).
     overwrite: bool = field(default=False, compare=False)
+    #: Where the batches are computed (robeval.cluster): never changes a number.
+    workers: int | None = field(default=None, compare=False)
+    ray_address: str | None = field(default=None, compare=False)
+    gpus_per_task: float | None = field(default=None, compare=False)
+    cpus_per_task: float | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -73,6 +79,7 @@ class RunSpec:
             raise RobevalError(f"--checks must be one of {', '.join(CHECK_LEVELS)}, got {self.checks!r}")
         if self.check_samples < 1:
             raise RobevalError(f"--check-samples must be >= 1, got {self.check_samples}")
+        check_execution(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunSpec:
@@ -104,8 +111,20 @@ class RunSpec:
         return self.replace(**portable_paths(self, ("models",), cwd))
 
 
+#: How an evaluation is spread over processes (:mod:`robeval.cluster`): never changes a number.
+CLUSTER_FIELDS = ("workers", "ray_address", "gpus_per_task", "cpus_per_task")
 #: Fields that never change a run's tables: not written to spec.yaml.
-FLAG_FIELDS = ("progress", "overwrite")
+FLAG_FIELDS = ("progress", "overwrite", *CLUSTER_FIELDS)
+AMP_MODES = ("off", "bf16")
+
+
+def check_execution(spec: Any) -> None:
+    """The ``--amp`` mode and the cluster flags of a run or transfer spec."""
+    if getattr(spec, "amp", "off") not in AMP_MODES:
+        raise RobevalError(f"--amp must be one of {', '.join(AMP_MODES)}, got {spec.amp!r}")
+    from robeval.cluster.options import ClusterOptions
+
+    ClusterOptions.from_spec(spec)  # raises on bad values
 #: Fields of spec.yaml that do not tell two runs apart (where and on what they ran).
 PLACE_FIELDS = ("device", "out")
 #: Settings that name models (run: ``models``; transfer: ``sources``, ``targets``).
@@ -178,8 +197,8 @@ def spec_values(cls: type, data: Mapping[str, Any], *, what: str, model_keys: tu
         values["bpda"] = tuple(str(m) for m in as_list(values["bpda"]))
     if values.get("eps") is not None:
         values["eps"] = parse_eps_list(values["eps"])
-    for key in ("n", "seed", "batch_size", "check_samples"):
-        if key in values and not isinstance(values[key], int):
+    for key in ("n", "seed", "batch_size", "check_samples", "workers"):
+        if key in values and values[key] is not None and not isinstance(values[key], int):
             raise RobevalError(f"{what} setting {key} must be an integer, got {values[key]!r}")
     return values
 

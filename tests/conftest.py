@@ -43,3 +43,16 @@ def digits_test() -> tuple[torch.Tensor, torch.Tensor]:
     import robeval
 
     return robeval.load_dataset("digits", split="test", n=256, seed=0)
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray for the whole session (2 CPUs, no dashboard): robeval's
+    ``ray_session`` reuses an initialised Ray instead of starting its own (~6 s each)."""
+    ray = pytest.importorskip("ray")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    if started:
+        ray.shutdown()

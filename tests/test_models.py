@@ -23,8 +23,12 @@ SIZE = 32
 
 
 def fast_args(arch: str) -> dict[str, int]:
-    """Shrink wide nets (any arch with a ``width`` arg) so the loop tests stay fast."""
-    return {"width": 8} if "width" in arch_defaults(arch) else {}
+    """Shrink wide and deep nets (any arch with a ``width`` or ``depth`` arg) so the
+    loop tests stay fast (WRN-10-1 instead of WRN-28-10)."""
+    defaults = arch_defaults(arch)
+    if "depth" in defaults:
+        return {"depth": 10, "width": 1}
+    return {"width": 8} if "width" in defaults else {}
 
 
 def n_params(model: nn.Module) -> int:

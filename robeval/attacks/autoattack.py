@@ -150,9 +150,16 @@ class AutoAttackEnsemble:
     ``n_iter`` overrides the iterations of APGD and FAB (APGD's step-size checkpoints are
     rescaled as its constructor does), ``n_queries`` Square's queries, and
     ``n_target_classes`` the targets of apgd-t/fab-t (capped at classes - 1). The seed of
-    every sub-attack is drawn from ``generator``; the caller's global RNG state is
-    restored afterwards, parameters are frozen during the run, and the library's log goes
-    to ``robeval.attacks.autoattack`` at DEBUG level. Untargeted only.
+    every sub-attack is drawn from ``generator``, one per call; the caller's global RNG
+    state is restored afterwards, parameters are frozen during the run, and the
+    library's log goes to ``robeval.attacks.autoattack`` at DEBUG level. Untargeted only.
+
+    Device batches: the library draws from the global RNGs, seeded once per call, for
+    the whole batch it is given, so unlike robeval's own attacks (per-point streams,
+    :mod:`robeval.attacks.rng`) its numbers can depend on the device batch, e.g. when
+    the runner halves a batch after a CUDA out-of-memory error. A
+    :class:`~robeval.attacks.rng.PointGenerator` is used as the plain generator it also
+    is (seeded per cell and batch), and ``initial_seed()`` names the batch in the records.
 
     Inside a :func:`recording` block every call also reports which sub-attack broke each
     point (:class:`SubAttackRecord`), read off the library's own robust flags as it runs:

@@ -54,6 +54,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from robeval.attacks import rng
+
 Norm = Literal["linf", "l2"]
 NORMS: tuple[str, ...] = ("linf", "l2")
 BALL_NORMS: tuple[str, ...] = ("linf", "l2", "l0")
@@ -185,16 +187,17 @@ def random_in_ball(
     the ball for L2 (Gaussian direction, radius ``eps * U^(1/d)``), as foolbox does.
 
     Drawn on the CPU from ``generator`` and moved to ``like.device``, so a seed gives the
-    same start on every device.
+    same start on every device; a :class:`~robeval.attacks.rng.PointGenerator` draws
+    each row from its point's own generator (direction, then radius).
     """
     shape = like.shape
     if norm == "linf":
-        noise = torch.rand(shape, generator=generator, dtype=like.dtype) * 2 - 1
+        noise = rng.rand(shape, generator, like.dtype) * 2 - 1
         return (noise * eps).to(like.device)
     dim = like[0].numel()
-    direction = torch.randn(shape, generator=generator, dtype=like.dtype)
+    direction = rng.randn(shape, generator, like.dtype)
     direction = normalized_step(direction, "l2")
-    radius = torch.rand(shape[0], generator=generator, dtype=like.dtype) ** (1.0 / dim)
+    radius = rng.rand((shape[0],), generator, like.dtype) ** (1.0 / dim)
     return (direction * (eps * radius).view(-1, *([1] * (len(shape) - 1)))).to(like.device)
 
 

@@ -145,10 +145,15 @@ def fft_spatial_sample(
     ``Re Y - Im Y`` (the Hartley transform of the scaled noise) has exactly the circulant
     covariance, and its ``H x W`` corner the target one (up to the clamping of
     :func:`circulant_embedding`)."""
+    m, k = circulant_embedding(height, width, zeta)[1].shape
+    return _fft_fields(torch.randn((n, m, k), generator=generator, dtype=dtype), height, width, zeta)
+
+
+def _fft_fields(z: Tensor, height: int, width: int, zeta: float) -> Tensor:
+    """The fields of white noise ``z`` (``(n, M, N)`` on the torus) by circulant embedding."""
     _, clamped = circulant_embedding(height, width, zeta)
     m, k = clamped.shape
-    scale = (clamped / (m * k)).sqrt().to(dtype)
-    z = torch.randn((n, m, k), generator=generator, dtype=dtype)
+    scale = (clamped / (m * k)).sqrt().to(z.dtype)
     y = torch.fft.fft2(z * scale)
     return (y.real - y.imag)[:, :height, :width].contiguous()
 
@@ -169,24 +174,46 @@ def lrc_sample(
     the channel vectors are then mixed by the Cholesky factor of the channel covariance.
     The spatial field comes from the exact dense factor (``method="dense"``) or from
     circulant embedding (``"fft"``); ``"auto"`` takes dense up to
-    :data:`DENSE_MAX_PIXELS` pixels, FFT beyond. Drawn on the CPU.
+    :data:`DENSE_MAX_PIXELS` pixels, FFT beyond. Drawn on the CPU: the white noise of
+    :func:`lrc_white_shape`, coloured by :func:`lrc_color`.
     """
+    white = lrc_white_shape(shape, zeta, method)
+    return lrc_color(torch.randn((n, *white), generator=generator, dtype=dtype), shape, zeta, method)
+
+
+def lrc_white_shape(shape: tuple[int, ...], zeta: float, method: str = "auto") -> tuple[int, ...]:
+    """The shape of the white noise one LRC draw of ``shape`` is made from: ``(C, H*W)``
+    (dense factor) or ``(C, M, N)`` (the circulant embedding's torus)."""
     channels, height, width = _chw(shape)
-    if method == "auto":
-        method = "dense" if height * width <= DENSE_MAX_PIXELS else "fft"
+    method = _method(height, width, method)
     if method == "dense":
-        factor = _dense_spatial_factor(height, width, zeta).to(dtype)
-        z = torch.randn((n * channels, height * width), generator=generator, dtype=dtype)
-        fields = (z @ factor.T).view(n, channels, height, width)
-    elif method == "fft":
-        fields = fft_spatial_sample(n * channels, height, width, zeta, generator, dtype)
-        fields = fields.view(n, channels, height, width)
+        return (channels, height * width)
+    m, k = circulant_embedding(height, width, zeta)[1].shape
+    return (channels, int(m), int(k))
+
+
+def lrc_color(z: Tensor, shape: tuple[int, ...], zeta: float, method: str = "auto") -> Tensor:
+    """LRC draws of ``shape`` from white noise ``z`` (``(n, *lrc_white_shape(...))``)."""
+    channels, height, width = _chw(shape)
+    n = z.shape[0]
+    if _method(height, width, method) == "dense":
+        factor = _dense_spatial_factor(height, width, zeta).to(z.dtype)
+        fields = (z.reshape(n * channels, height * width) @ factor.T).view(n, channels, height, width)
     else:
-        raise ValueError(f"method must be 'auto', 'dense' or 'fft'; got {method!r}")
+        fields = _fft_fields(z.reshape(n * channels, *z.shape[2:]), height, width, zeta)
+        fields = fields.view(n, channels, height, width)
     if channels > 1:
-        mix = torch.linalg.cholesky(channel_covariance(channels)).to(dtype)
+        mix = torch.linalg.cholesky(channel_covariance(channels)).to(z.dtype)
         fields = torch.einsum("cd,ndhw->nchw", mix, fields)
     return fields.reshape(n, *shape)
+
+
+def _method(height: int, width: int, method: str) -> str:
+    if method == "auto":
+        return "dense" if height * width <= DENSE_MAX_PIXELS else "fft"
+    if method not in ("dense", "fft"):
+        raise ValueError(f"method must be 'auto', 'dense' or 'fft'; got {method!r}")
+    return method
 
 
 def _chw(shape: tuple[int, ...]) -> tuple[int, int, int]:

@@ -18,7 +18,10 @@ only for the points not yet fooled), and the loop stops once every point is fool
 
 Randomness comes from ``generator`` (the global CPU RNG when ``None``), is drawn and
 transformed on the CPU and moved to the input's device, so a seed gives the same result on
-every device. ``x_adv = clip(x + noise, 0, 1)``; ``eps == 0`` returns ``x.clone()``.
+every device. With a :class:`~robeval.attacks.rng.PointGenerator` draw ``k`` of point
+``i`` is the ``k``-th draw of point ``i``'s own stream (drawn in blocks of up to 16,
+:class:`~robeval.attacks.rng.PointDraws`), so it depends on the point and ``k`` only,
+not on the batch it shares; draws are then made only for the points not yet fooled. ``x_adv = clip(x + noise, 0, 1)``; ``eps == 0`` returns ``x.clone()``.
 """
 
 from __future__ import annotations
@@ -37,10 +40,13 @@ from robeval.attacks.lrc_sampling import (  # the sampler's public names, also i
     dense_covariance,
     dense_sample,
     estimate_covariance,
+    lrc_color,
     lrc_sample,
+    lrc_white_shape,
     sample_from_covariance,
 )
 from robeval.attacks.registry import attacks
+from robeval.attacks.rng import PointDraws, PointGenerator
 
 __all__ = [
     "LRC", "CovarianceNoise", "Gaussian", "Uniform", "circulant_embedding_error", "dense_covariance",
@@ -50,16 +56,27 @@ __all__ = [
 # Elements (draws x points x entries) held at once while evaluating the worst of K.
 _ELEMENT_BUDGET = 1 << 24
 _MAX_ROWS = 8192  # images per forward pass
+# Per-point streams (a PointGenerator) draw up to this many noise images per point and call, at
+# most this many entries per point at once: fixed by the image size alone, never by the batch.
+_POINT_BLOCK = 16
+_POINT_ELEMENTS = 1 << 16
+
+
 def _predict(model: nn.Module, x: Tensor, rows: int) -> Tensor:
     return torch.cat([model(chunk).argmax(1) for chunk in x.split(rows)])
 
 
 def worst_of_k(
-    model: nn.Module, x: Tensor, y: Tensor, samples: int, draw: Callable[[], Tensor]
+    model: nn.Module, x: Tensor, y: Tensor, samples: int, draw: Callable[[], Tensor] | None = None, *,
+    draws: Callable[[Tensor, int], Tensor] | None = None,
 ) -> Tensor:
-    """Per point, the first of ``samples`` noisy images ``clip(x + draw(), 0, 1)`` that the
+    """Per point, the first of ``samples`` noisy images ``clip(x + noise, 0, 1)`` that the
     model misclassifies, else the last (see the module docstring). ``draw()`` returns one
-    noise draw for the whole batch, on ``x``'s device."""
+    noise draw for the whole batch, on ``x``'s device; or ``draws(rows, count)`` the next
+    ``count`` draws of the points ``rows`` only, ``(count, len(rows), ...)`` (per-point
+    streams, :class:`~robeval.attacks.rng.PointDraws`)."""
+    if (draw is None) == (draws is None):
+        raise ValueError("give worst_of_k one of draw and draws")
     n = x.shape[0]
     out = x.clone()
     if n == 0:
@@ -71,8 +88,11 @@ def worst_of_k(
     with torch.no_grad():
         while done < samples and len(todo) > 0:
             b = min(samples - done, per_chunk)
-            noise = torch.stack([draw() for _ in range(b)])  # (b, N, ...), draw order
-            cand = (x[todo].unsqueeze(0) + noise[:, todo]).clamp_(0.0, 1.0)
+            if draws is not None:
+                noise = draws(todo, b)  # (b, len(todo), ...)
+            else:
+                noise = torch.stack([draw() for _ in range(b)])[:, todo]  # type: ignore[misc]  # in draw order
+            cand = (x[todo].unsqueeze(0) + noise).clamp_(0.0, 1.0)
             pred = _predict(model, cand.flatten(0, 1), rows).view(b, len(todo))
             fooled = pred != y[todo].unsqueeze(0)
             hit = fooled.any(dim=0)
@@ -101,8 +121,43 @@ class _WorstOfK:
     gradient_free: ClassVar[bool] = True  # model queries only: runs on black-box models
     samples: int
 
-    def draw(self, like: Tensor, eps: float, generator: torch.Generator | None) -> Tensor:
+    def white(
+        self, count: int, shape: tuple[int, ...], generator: torch.Generator | None, dtype: torch.dtype,
+    ) -> Tensor:
+        """The random part of ``count`` draws for images of ``shape``, on the CPU."""
         raise NotImplementedError
+
+    def color(self, z: Tensor, shape: tuple[int, ...], eps: float) -> Tensor:
+        """The noise ``(count, *shape)`` of eps from the random part ``z`` of :meth:`white`."""
+        raise NotImplementedError
+
+    def draw(self, like: Tensor, eps: float, generator: torch.Generator | None) -> Tensor:
+        """One noise draw for every point of ``like``, on its device: one :meth:`white`
+        call for the batch, or one per point for a
+        :class:`~robeval.attacks.rng.PointGenerator`."""
+        shape = tuple(like.shape[1:])
+        if isinstance(generator, PointGenerator):
+            z = self._point_draws(like, generator, block=1).take(range(len(like)), 1)[0]
+        else:
+            z = self.white(len(like), shape, generator, like.dtype)
+        return self.color(z, shape, eps).to(like.device)
+
+    def _point_draws(self, like: Tensor, generator: PointGenerator, block: int) -> PointDraws:
+        shape, dtype = tuple(like.shape[1:]), like.dtype
+        return PointDraws(generator, lambda count, g: self.white(count, shape, g, dtype), block)
+
+    def _per_point(self, x0: Tensor, eps: float, generator: PointGenerator) -> Callable[[Tensor, int], Tensor]:
+        """``draws(rows, count)`` for :func:`worst_of_k`: each point's random parts from its
+        own stream, in blocks fixed by the image size alone, coloured together."""
+        shape = tuple(x0.shape[1:])
+        block = max(1, min(_POINT_BLOCK, _POINT_ELEMENTS // max(1, x0[0].numel())))
+        per_point = self._point_draws(x0, generator, block)
+
+        def draws(rows: Tensor, count: int) -> Tensor:
+            z = per_point.take(rows.tolist(), count)  # (count, rows, ...)
+            return self.color(z.flatten(0, 1), shape, eps).view(count, len(rows), *shape).to(x0.device)
+
+        return draws
 
     def __call__(
         self, model: nn.Module, x: Tensor, y: Tensor, *, eps: float,
@@ -114,6 +169,8 @@ class _WorstOfK:
         x0 = x.detach()
         if eps == 0:
             return x0.clone()
+        if isinstance(generator, PointGenerator):
+            return worst_of_k(model, x0, y, self.samples, draws=self._per_point(x0, eps, generator))
         return worst_of_k(model, x0, y, self.samples, lambda: self.draw(x0, eps, generator))
 
     def _check_samples(self) -> None:
@@ -140,9 +197,13 @@ class Uniform(_WorstOfK):
     def __post_init__(self) -> None:
         self._check_samples()
 
-    def draw(self, like: Tensor, eps: float, generator: torch.Generator | None) -> Tensor:
-        u = torch.rand(like.shape, generator=generator, dtype=like.dtype)
-        return ((u * 2 - 1) * eps).to(like.device)
+    def white(
+        self, count: int, shape: tuple[int, ...], generator: torch.Generator | None, dtype: torch.dtype,
+    ) -> Tensor:
+        return torch.rand((count, *shape), generator=generator, dtype=dtype)
+
+    def color(self, z: Tensor, shape: tuple[int, ...], eps: float) -> Tensor:
+        return (z * 2 - 1) * eps
 
 
 @attacks.register("gaussian")
@@ -159,8 +220,13 @@ class Gaussian(_WorstOfK):
     def __post_init__(self) -> None:
         self._check_samples()
 
-    def draw(self, like: Tensor, eps: float, generator: torch.Generator | None) -> Tensor:
-        return (torch.randn(like.shape, generator=generator, dtype=like.dtype) * eps).to(like.device)
+    def white(
+        self, count: int, shape: tuple[int, ...], generator: torch.Generator | None, dtype: torch.dtype,
+    ) -> Tensor:
+        return torch.randn((count, *shape), generator=generator, dtype=dtype)
+
+    def color(self, z: Tensor, shape: tuple[int, ...], eps: float) -> Tensor:
+        return z * eps
 
 
 @attacks.register("lrc")
@@ -193,9 +259,13 @@ class LRC(_WorstOfK):
         if not (self.zeta > 0 and math.isfinite(self.zeta)):
             raise ValueError(f"zeta must be finite and > 0; got {self.zeta}")
 
-    def draw(self, like: Tensor, eps: float, generator: torch.Generator | None) -> Tensor:
-        xi = lrc_sample(tuple(like.shape[1:]), like.shape[0], self.zeta, generator, like.dtype)
-        return (xi * eps).to(like.device)
+    def white(
+        self, count: int, shape: tuple[int, ...], generator: torch.Generator | None, dtype: torch.dtype,
+    ) -> Tensor:
+        return torch.randn((count, *lrc_white_shape(shape, self.zeta)), generator=generator, dtype=dtype)
+
+    def color(self, z: Tensor, shape: tuple[int, ...], eps: float) -> Tensor:
+        return lrc_color(z, shape, self.zeta) * eps
 
     @staticmethod
     def from_data(x: Tensor, *, samples: int = 100, normalize: bool = True) -> CovarianceNoise:
@@ -232,11 +302,18 @@ class CovarianceNoise(_WorstOfK):
         object.__setattr__(attack, "_shape", tuple(shape))
         return attack
 
-    def draw(self, like: Tensor, eps: float, generator: torch.Generator | None) -> Tensor:
+    def white(
+        self, count: int, shape: tuple[int, ...], generator: torch.Generator | None, dtype: torch.dtype,
+    ) -> Tensor:
+        return torch.randn((count, self._checked_factor(shape).shape[1]), generator=generator, dtype=dtype)
+
+    def color(self, z: Tensor, shape: tuple[int, ...], eps: float) -> Tensor:
+        return ((z @ self._checked_factor(shape).T.to(z.dtype)) * eps).view(len(z), *shape)
+
+    def _checked_factor(self, shape: tuple[int, ...]) -> Tensor:
         factor = getattr(self, "_factor", None)
         if factor is None:
             raise ValueError("CovarianceNoise needs a covariance; use CovarianceNoise.from_covariance")
-        if tuple(like.shape[1:]) != self._shape:  # type: ignore[attr-defined]
-            raise ValueError(f"images of shape {tuple(like.shape[1:])}, covariance for {self._shape}")  # type: ignore[attr-defined]
-        z = torch.randn((like.shape[0], factor.shape[1]), generator=generator, dtype=like.dtype)
-        return ((z @ factor.T.to(like.dtype)) * eps).view(like.shape).to(like.device)
+        if shape != self._shape:  # type: ignore[attr-defined]
+            raise ValueError(f"images of shape {shape}, covariance for {self._shape}")  # type: ignore[attr-defined]
+        return factor

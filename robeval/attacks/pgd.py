@@ -10,6 +10,7 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
+from robeval.attacks import rng
 from robeval.attacks.base import Norm, normalized_step, project, random_in_ball
 from robeval.attacks.losses import LOSSES, Loss, is_adversarial, objective_gradient
 from robeval.attacks.registry import attacks
@@ -62,7 +63,9 @@ class PGD:
     ``restarts=R`` runs the attack up to ``R`` times from fresh random starts; a sample
     fooled by one run (found along its path, or by its returned iterate) keeps that
     adversarial and is not attacked again (Madry et al. report the worst case over
-    restarts).
+    restarts). Random starts come from ``generator``; with a
+    :class:`~robeval.attacks.rng.PointGenerator` every point has its own stream, so its
+    starts and restarts do not depend on the other points of the call.
 
     While the runner traces the attack (:mod:`robeval.attacks.trace`), every step reports
     the rows still iterated, their loss (the objective above, at ``x_t``) and whether
@@ -120,8 +123,9 @@ class PGD:
                 todo = todo[~self._fools(model, best[todo], y[todo], None if target is None else target[todo])]
             if len(todo) == 0:
                 break
-            retry, found_retry = self._run(
-                model, x0[todo], y[todo], eps, generator, None if target is None else target[todo], rows[todo]
+            retry, found_retry = self._run(  # each point's restart draws from its own stream
+                model, x0[todo], y[todo], eps, rng.take(generator, todo), None if target is None else target[todo],
+                rows[todo],
             )
             best[todo] = retry
             found[todo] = found_retry

@@ -12,6 +12,12 @@ from torch import Tensor, nn
 
 from robeval.attacks.base import BALL_NORMS, perturbation_norms, restrict_to_ball
 from robeval.attacks.registry import attacks
+from robeval.attacks.rng import PointGenerator
+
+# A PointGenerator's points draw up to this many steps' noise per call, at most this many
+# entries at once: fixed by the image size alone, never by the batch.
+_POINT_BLOCK = 16
+_POINT_ELEMENTS = 1 << 16
 
 
 @attacks.register("salt-and-pepper")
@@ -49,7 +55,9 @@ class SaltAndPepper:
       passes once a small adversarial is known.
     * All randomness is drawn on the CPU from ``generator`` (the global RNG when
       ``None``) and moved to the input's device, so a seed gives the same result on
-      every device. The draws for a step cover only the active samples.
+      every device. The draws for a step cover only the active samples; with a
+      :class:`~robeval.attacks.rng.PointGenerator` each sample draws from its own stream,
+      so its search does not depend on the other samples of the call.
 
     Defaults as foolbox 3: ``steps=1000``, ``across_channels=True``; ``channel_axis=1``
     (robeval's images are NCHW; foolbox infers it from the model, 1 for PyTorch). The
@@ -121,12 +129,23 @@ class SaltAndPepper:
         best_l2 = x0.new_full((m,), math.inf)
         shape = self.noise_shape(x0)
         one, zero = x0.new_ones(()), x0.new_zeros(())
+        # A PointGenerator: each active sample's draws for the next `block` steps come from one call
+        # on its own stream (the samples step in lockstep, so one buffer serves them all).
+        points = generator if isinstance(generator, PointGenerator) else None
+        block = max(1, min(_POINT_BLOCK, _POINT_ELEMENTS // max(1, math.prod(shape[1:]))))
+        buffer = x0.new_zeros(0)
 
         for step in range(self.steps):
             if len(idx) == 0:
                 break
             shape[0] = len(idx)
-            u = torch.rand(shape, generator=generator, dtype=x0.dtype).to(x0.device)
+            if points is not None:
+                if step % block == 0:
+                    buffer = torch.stack([torch.rand((block, *shape[1:]), generator=points.rows[i], dtype=x0.dtype)
+                                          for i in idx.tolist()]).to(x0.device)
+                u = buffer[:, step % block]
+            else:
+                u = torch.rand(shape, generator=generator, dtype=x0.dtype).to(x0.device)
             p_ = p.view(view)
             xs = torch.where(u >= 1 - p_ / 2, one, torch.where(u < p_ / 2, zero, x0a))
 
@@ -158,4 +177,5 @@ class SaltAndPepper:
                 idx, x0a, ya, p, min_p, max_p, stepsizes, best_l0, best_l2 = (
                     t[keep] for t in (idx, x0a, ya, p, min_p, max_p, stepsizes, best_l0, best_l2)
                 )
+                buffer = buffer[keep] if points is not None else buffer
         return x_out

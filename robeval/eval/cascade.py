@@ -54,7 +54,7 @@ from robeval.results.cascade_tables import (
     write_breakdown,
 )
 from robeval.results.store import BatchResult, ResultStore
-from robeval.results.tables import success
+from robeval.results.tables import batch_size_used, success
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,7 @@ class Cascade:
     cells: dict[float, tuple[Cell, ...]]
     clean: BatchResult
     key: str  # the cascade's own identity (cell_key of its eps-0 row)
+    batch_size: int = 0  # the store batch (--batch-size)
 
     def breakdown_groups(self) -> list[BreakdownGroup]:
         """AutoAttack's breakdown of every AutoAttack stage, along the walked eps."""
@@ -110,9 +111,10 @@ def is_autoattack(attack: object) -> bool:
 
 def plan_cascade(
     *, model: str, identity: str, dataset: str, attack_specs: tuple[str, ...], eps_grid: tuple[float, ...],
-    n: int, seed: int, batch_size: int,
+    n: int, seed: int, batch_size: int, amp: str = "off",
 ) -> tuple[list[Any], Cascade]:
-    """The stages' attack objects and the cascade's cells (``clean`` still empty)."""
+    """The stages' attack objects and the cascade's cells (``clean`` still empty);
+    ``amp``: the precision of the model's passes (:mod:`robeval.eval.precision`)."""
     attacks = [get_attack(text) for text in attack_specs]
     names = [canonical_name(a) for a in attacks]
     params = [tuple(sorted(asdict(a).items())) for a in attacks]
@@ -129,18 +131,19 @@ def plan_cascade(
             Cell(model=model, model_identity=identity, dataset=dataset, attack=names[k],
                  attack_params=tuple(sorted({**dict(params[k]), STAGES_KEY: stages, STAGE_KEY: k + 1}.items())),
                  norm=norm, eps=eps, n=n, seed=seed, batch_size=batch_size, minimal=False,
-                 lower_eps=tuple(walked[:j]), target=None, nested=True)
+                 lower_eps=tuple(walked[:j]), target=None, nested=True, amp=amp)
             for k in range(len(attacks))
         )
         for j, eps in enumerate(walked)
     }
     zero = Cell(model=model, model_identity=identity, dataset=dataset, attack=WORST_CASE,
-                attack_params=((STAGES_KEY, stages),), norm=norm, eps=0.0, n=n, seed=seed, batch_size=batch_size)
+                attack_params=((STAGES_KEY, stages),), norm=norm, eps=0.0, n=n, seed=seed, batch_size=batch_size,
+                amp=amp)
     empty = BatchResult(**{f.name: np.zeros(0) for f in fields(BatchResult)})
     cascade = Cascade(
         model=model, dataset=dataset, norm=norm, seed=seed, stages=tuple(names),
         sub_attacks=tuple(a.run_order() if is_autoattack(a) else None for a in attacks),
-        eps=tuple(grid), walked=tuple(walked), cells=cells, clean=empty, key=zero.key,
+        eps=tuple(grid), walked=tuple(walked), cells=cells, clean=empty, key=zero.key, batch_size=batch_size,
     )
     return attacks, cascade
 
@@ -148,14 +151,16 @@ def plan_cascade(
 def run_cascade(
     store: ResultStore, model: nn.Module, *, name: str, identity: str, dataset: str, attack_specs: tuple[str, ...],
     eps_grid: tuple[float, ...], x: Tensor, y: Tensor, clean_pred: Tensor, seed: int, batch_size: int,
-    device: torch.device, n_classes: int, bar: Any = None,
+    device: torch.device, n_classes: int, bar: Any = None, batches: range | None = None, amp: str = "off",
 ) -> Cascade:
     """Fill the store for every (batch, eps, stage) of one model's cascade that is not
     done yet; return the cascade (its cells and clean points) for the tables. ``bar``: a
-    progress bar (:func:`robeval.eval.progress.progress_bar`) advanced per (batch, cell)."""
+    progress bar (:func:`robeval.eval.progress.progress_bar`) advanced per (batch, cell).
+    ``batches``: only these batches (one Ray task's share; ``clean`` then holds theirs).
+    ``amp``: the precision of the model's passes (:mod:`robeval.eval.precision`)."""
     attacks, cascade = plan_cascade(
         model=name, identity=identity, dataset=dataset, attack_specs=attack_specs, eps_grid=eps_grid, n=len(x),
-        seed=seed, batch_size=batch_size,
+        seed=seed, batch_size=batch_size, amp=amp,
     )
     order = [(k, cell) for eps in cascade.walked for k, cell in enumerate(cascade.cells[eps])]
     for _, cell in order:
@@ -164,16 +169,20 @@ def run_cascade(
     task = bar.add_task(f"{name} · {WORST_CASE}", total=-(-len(x) // batch_size) * len(order)) if bar else None
     clean = []
     for batch, start in enumerate(range(0, len(x), batch_size)):
+        if batches is not None and batch not in batches:
+            continue
         stop = min(start + batch_size, len(x))
         xb = x[start:stop]
         points = batch_points(start, y[start:stop], clean_pred[start:stop], n_classes, targeted=False)
         state = _initial_state(points, xb, cascade.norm)
         clean.append(state)
+        on_device = None  # moved once, when the first stage of the batch is attacked
         for k, cell in order:
             if batch in done[cell.key]:
                 state = store.read_batch(cell.key, batch)
             else:
-                state = _run_stage(store, model, attacks[k], cell, xb, points, state, batch, batch_size, device)
+                on_device = xb.to(device) if on_device is None else on_device
+                state = _run_stage(store, model, attacks[k], cell, on_device, points, state, batch, batch_size, device)
             if bar:
                 bar.advance(task)
     return _with_clean(cascade, clean)
@@ -193,13 +202,13 @@ def _run_stage(
     """One stage on one batch: the runner's attack of the points still robust, stored
     (AutoAttack's breakdown first, then the batch)."""
     with recording() as records:
-        new, cost, *traces = _attack_points(model, attack, cell, xb, points, state, batch, batch_size, device)
+        out = _attack_points(model, attack, cell, xb, points, state, batch, batch_size, device)
     if is_autoattack(attack):
-        names = attribute(records, state, new, cell, batch)
+        names = attribute(records, state, out.state, cell, batch)
         if names is not None:
-            write_breakdown(store, cell.key, batch, new.idx, new.target, names)
-    store.write_batch(cell.key, batch, cost, new, *traces)
-    return new
+            write_breakdown(store, cell.key, batch, out.state.idx, out.state.target, names)
+    store.write_batch(cell.key, batch, out.cost, out.state, out.traces, **out.extra())
+    return out.state
 
 
 def attribute(
@@ -277,6 +286,10 @@ def standalone_breakdown_groups(cells: list[Cell]) -> list[BreakdownGroup]:
     ]
 
 
+def _batch_size_used(store: ResultStore, cascade: Cascade, eps: float) -> int:
+    """A worst-case row's device batch: the smallest over the stages walked up to ``eps``."""
+    cells = [cell for walked in cascade.walked if walked <= eps for cell in cascade.cells[walked]]
+    return batch_size_used(store, cells) if cells else cascade.batch_size
 
 
 def with_worst_case(
@@ -288,6 +301,8 @@ def with_worst_case(
     cascades' stages and the breakdown of every AutoAttack cell, standalone or staged."""
     rows, points, stages = worst_case_frames(store, cascades, training, split_index)
     if len(rows):
+        by_model = {c.model: c for c in cascades}
+        rows["batch_size_used"] = [_batch_size_used(store, by_model[m], e) for m, e in zip(rows.model, rows.eps)]
         results = rows if results.empty else pd.concat([results, rows], ignore_index=True)
         samples = points if samples.empty else pd.concat([samples, points], ignore_index=True)
     groups = standalone_breakdown_groups(cells) + [g for c in cascades for g in c.breakdown_groups()]

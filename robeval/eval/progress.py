@@ -27,6 +27,11 @@ class _Silent:
         return None
 
 
+def silent_bar() -> Any:
+    """A progress bar that shows nothing (same methods as rich's)."""
+    return _Silent()
+
+
 @contextmanager
 def progress_bar(*, enabled: bool) -> Iterator[Any]:
     """A rich :class:`Progress` on stderr, or a no-op stand-in."""

@@ -12,6 +12,12 @@ In targeted mode every clean-correct sample is attacked towards each other class
 (:mod:`robeval.eval.checks`) before the runner counts it; success (``model(x_adv) != y``,
 or ``== target``) is decided here, never by the attack. The forward and backward passes
 each attack makes are counted (:mod:`robeval.eval.counting`) and stored with its time.
+
+Each store batch goes to the device once; its points are attacked in device batches
+that start at ``--batch-size`` and halve on out-of-memory
+(:mod:`robeval.eval.device_batch`), and every point draws from its own random stream
+(:class:`~robeval.eval.cells.BatchSeeds`), so the numbers do not depend on the batch
+size. ``amp`` (:mod:`robeval.eval.precision`) sets the precision of the model's passes.
 """
 
 from __future__ import annotations
@@ -36,11 +42,13 @@ from robeval.attacks.base import (
     is_nested,
     perturbation_norms,
 )
-from robeval.attacks.trace import loss_trend, tracing
+from robeval.attacks.trace import PathTrace, loss_trend, tracing
 from robeval.errors import RobevalError
-from robeval.eval.cells import Cell, batch_seed
+from robeval.eval.cells import BatchSeeds, Cell
 from robeval.eval.checks import attack_norms
 from robeval.eval.counting import PassCounter
+from robeval.eval.device_batch import in_device_batches, undone_on_error
+from robeval.eval.precision import device_model, to_layout, use_channels_last
 from robeval.results.store import BatchResult, Cost, PointTraces, ResultStore
 
 log = logging.getLogger(__name__)
@@ -49,17 +57,26 @@ NORM_COLUMNS = ("l0", "l2", "linf", "attack_norm")
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: Tensor, batch_size: int, device: torch.device) -> Tensor:
-    """Arg-max predictions of ``model`` on ``x`` (CPU tensor), batched."""
-    preds = [model(x[i : i + batch_size].to(device)).argmax(1).cpu() for i in range(0, len(x), batch_size)]
-    return torch.cat(preds)
+def predict(model: nn.Module, x: Tensor, batch_size: int, device: torch.device, amp: str = "off") -> Tensor:
+    """Arg-max predictions of ``model`` on ``x`` (CPU tensor), in device batches of at
+    most ``batch_size`` (halved on out-of-memory, :mod:`robeval.eval.device_batch`)."""
+    net = device_model(model, amp, device)
+    channels_last = use_channels_last(model, x[:1].to(device)) if len(x) else False
+
+    def one(rows: Tensor) -> Tensor:
+        chunk = to_layout(x[int(rows[0]):int(rows[-1]) + 1].to(device), channels_last)
+        return net(chunk).float().argmax(1).cpu()
+
+    preds, _ = in_device_batches(model, torch.arange(len(x)), batch_size, one)
+    return torch.cat(preds) if preds else torch.zeros(0, dtype=torch.long)
 
 
 def attack_cells(
     *, model: str, identity: str, dataset: str, attack_spec: str, eps_grid: tuple[float, ...],
-    n: int, seed: int, batch_size: int, target: str | None = None,
+    n: int, seed: int, batch_size: int, target: str | None = None, amp: str = "off",
 ) -> tuple[Attack, list[Cell]]:
-    """The attack object and one :class:`Cell` per eps (ascending).
+    """The attack object and one :class:`Cell` per eps (ascending); ``amp``: the
+    precision of the model's passes (:mod:`robeval.eval.precision`).
 
     Budgeted attacks get no ``unbounded`` cell: with no bound they are not defined.
     """
@@ -74,7 +91,7 @@ def attack_cells(
     cells = [
         Cell(model=model, model_identity=identity, dataset=dataset, attack=name, attack_params=params,
              norm=attack.norm, eps=eps, n=n, seed=seed, batch_size=batch_size, minimal=minimal,
-             lower_eps=tuple(grid[:i]) if nested and not minimal else (), target=target, nested=nested)
+             lower_eps=tuple(grid[:i]) if nested and not minimal else (), target=target, nested=nested, amp=amp)
         for i, eps in enumerate(grid)
     ]
     return attack, cells
@@ -112,9 +129,12 @@ def batch_points(start: int, y: Tensor, clean_pred: Tensor, n_classes: int, targ
 def run_attack(
     store: ResultStore, model: nn.Module, attack: Attack, cells: list[Cell], x: Tensor, y: Tensor,
     clean_pred: Tensor, *, batch_size: int, device: torch.device, n_classes: int,
-    advance: Callable[[], None] = lambda: None,
+    advance: Callable[[], None] = lambda: None, batches: range | None = None,
 ) -> None:
-    """Fill the store for every (batch, eps) of one model and attack that is not done yet."""
+    """Fill the store for every (batch, eps) of one model and attack that is not done yet
+    (of the batches in ``batches`` only, when given: one Ray task's share). Each batch
+    goes to the device once; its points are attacked in device batches
+    (:mod:`robeval.eval.device_batch`), whose size is stored with it."""
     if not cells:
         return
     minimal = cells[0].minimal
@@ -124,18 +144,22 @@ def run_attack(
     done = {cell.key: store.done_batches(cell.key) for cell in keys}
     targeted = cells[0].target is not None
     for batch, start in enumerate(range(0, len(x), batch_size)):
+        if batches is not None and batch not in batches:
+            continue
         stop = min(start + batch_size, len(x))
         xb = x[start:stop]
+        on_device = None  # moved once, when the first cell of the batch is attacked
         points = batch_points(start, y[start:stop], clean_pred[start:stop], n_classes, targeted)
         initial = state = _initial_state(points, xb, cells[0].norm)
         for cell in keys:
             if batch in done[cell.key]:
                 state = store.read_batch(cell.key, batch)
             else:
+                on_device = xb.to(device) if on_device is None else on_device
                 start_from = state if cell.nested else initial  # reuse earlier successes only when nested
-                state, cost, traces = _attack_points(
-                    model, attack, cell, xb, points, start_from, batch, batch_size, device)
-                store.write_batch(cell.key, batch, cost, state, traces)
+                out = _attack_points(model, attack, cell, on_device, points, start_from, batch, batch_size, device)
+                state = out.state
+                store.write_batch(cell.key, batch, out.cost, state, out.traces, **out.extra())
             if not minimal:
                 advance()
         if minimal:
@@ -146,22 +170,39 @@ def run_attack(
 def _initial_state(points: Points, xb: Tensor, norm: str) -> BatchResult:
     """No point perturbed yet: predictions are the clean ones, norms zero."""
     zeros = np.zeros(len(points.idx))
-    x_norm = perturbation_norms(xb[points.local], norm if norm in BALL_NORMS else "l2").double().numpy()
+    x_norm = perturbation_norms(xb[points.local.to(xb.device)], norm if norm in BALL_NORMS else "l2")
     return BatchResult(
         idx=points.idx.numpy(), target=points.target.numpy(), label=points.label.numpy(),
         clean_pred=points.clean_pred.numpy(), adv_pred=points.clean_pred.numpy().copy(),
-        l0=zeros, l2=zeros.copy(), linf=zeros.copy(), attack_norm=zeros.copy(), x_norm=x_norm,
+        l0=zeros, l2=zeros.copy(), linf=zeros.copy(), attack_norm=zeros.copy(), x_norm=x_norm.double().cpu().numpy(),
     )
+
+
+@dataclass(frozen=True)
+class Attacked:
+    """One cell's batch after :func:`_attack_points`: the new state, its cost, what the
+    attack's path showed, and the device batch used (``None``: nothing was attacked)."""
+
+    state: BatchResult
+    cost: Cost
+    traces: PointTraces
+    device_batch: int | None = None
+
+    def extra(self) -> dict[str, int]:
+        """The keywords of :meth:`ResultStore.write_batch` beyond the points."""
+        return {} if self.device_batch is None else {"device_batch": self.device_batch}
 
 
 def _attack_points(
     model: nn.Module, attack: Attack, cell: Cell, xb: Tensor, points: Points, state: BatchResult,
     batch: int, batch_size: int, device: torch.device,
-) -> tuple[BatchResult, Cost, PointTraces]:
+) -> Attacked:
     """Attack the points of one batch that are clean-correct and not yet a success
-    (at the previous eps), in chunks of ``batch_size`` points; return the new state, the
-    cost and what the attack's path showed for each attacked point (free: recorded from
-    the passes the attack makes anyway, :mod:`robeval.attacks.trace`)."""
+    (at the previous eps), in device batches of at most ``batch_size`` points (halved on
+    out-of-memory), each drawing from its own random stream
+    (:class:`~robeval.eval.cells.BatchSeeds`); return the new state, the cost, what the
+    attack's path showed for each attacked point (free: recorded from the passes the
+    attack makes anyway, :mod:`robeval.attacks.trace`) and the device batch used."""
     tic = time.perf_counter()
     prev = torch.from_numpy(state.adv_pred)
     todo = ((points.clean_pred == points.label) & ~points.success(prev)).nonzero().flatten()
@@ -169,35 +210,41 @@ def _attack_points(
     norms = {name: torch.from_numpy(state.norm(name)).clone() for name in NORM_COLUMNS}
     counter = PassCounter(model)
     traced: list[tuple[Tensor, np.ndarray, np.ndarray, np.ndarray]] = []
+    used = None
     if cell.eps > 0 and len(todo):
-        generator = torch.Generator().manual_seed(batch_seed(cell.seed, cell.key, batch))
-        for chunk in todo.split(batch_size):
-            x_in = xb[points.local[chunk]].to(device)
-            y_in = points.label[chunk].to(device)
-            extra = {"target": points.target[chunk].to(device)} if cell.target is not None else {}
-            with tracing(len(chunk)) as trace:
+        channels_last = use_channels_last(model, xb.to(device))
+        xd, local = to_layout(xb.to(device), channels_last), points.local.to(device)
+        labels, targets = points.label.to(device), points.target.to(device)
+        seeds = BatchSeeds.of(cell, batch, points.idx, points.target)
+        net, final = device_model(counter, cell.amp, device), device_model(model, cell.amp, device)
+
+        def attempt(chunk: Tensor) -> None:
+            rows = chunk.to(device)
+            x_in, y_in, generator = xd[local[rows]], labels[rows], seeds.generator(chunk)
+            extra = {"target": targets[rows]} if cell.target is not None else {}
+            with undone_on_error(counter), tracing(len(chunk)) as trace:
                 try:
-                    result = attack(counter, x_in, y_in, eps=cell.eps, generator=generator, **extra)
+                    result = attack(net, x_in, y_in, eps=cell.eps, generator=generator, **extra)
                 except RuntimeError as exc:
                     raise _graph_error(exc, model, cell, x_in, y_in) from None
-            x_adv, own = attack_norms(x_in, result, eps=cell.eps, norm=cell.norm, attack=cell.attack)
-            with torch.no_grad():
-                pred = model(x_adv.detach()).argmax(1).cpu()
+                x_adv, own = attack_norms(x_in, result, eps=cell.eps, norm=cell.norm, attack=cell.attack)
+                with torch.no_grad():
+                    adv_pred[chunk] = final(x_adv.detach()).argmax(1).cpu()
+            seeds.advance(generator)
             found = {**all_norms(x_adv - x_in), "attack_norm": own}
-            adv_pred[chunk] = pred
             for name, values in norms.items():
                 values[chunk] = found[name].double().cpu()
             if trace.steps:
-                curves = trace.loss_curves()
-                traced.append((chunk, trace.seen_adversarial(), np.array([loss_trend(c) for c in curves]),
-                               np.array([len(c) for c in curves], dtype=np.int64)))
+                traced.append(_traced(chunk, trace))
+
+        _, used = in_device_batches(model, todo, batch_size, attempt)
         if cell.minimal:  # a failed search has no adversarial: its norm is infinite
             failed = todo[~points.success(adv_pred)[todo]]
             for values in norms.values():
                 values[failed] = math.inf
     cost = Cost(time.perf_counter() - tic, counter.counts.forward, counter.counts.backward)
     new = state.replace(adv_pred=adv_pred.numpy(), **{k: v.numpy() for k, v in norms.items()})
-    return new, cost, _point_traces(points, traced)
+    return Attacked(new, cost, _point_traces(points, traced), used)
 
 
 def _graph_error(exc: RuntimeError, model: nn.Module, cell: Cell, x: Tensor, y: Tensor) -> Exception:
@@ -216,6 +263,13 @@ def _graph_error(exc: RuntimeError, model: nn.Module, cell: Cell, x: Tensor, y: 
         f"(a detach, no_grad or numpy round trip); run it with {fix} (BPDA: that module's backward becomes the "
         "identity), or use gradient-free attacks"
     )
+
+
+def _traced(chunk: Tensor, trace: PathTrace) -> tuple[Tensor, np.ndarray, np.ndarray, np.ndarray]:
+    """One chunk's path trace: whether each point saw an adversarial iterate, its loss trend, its steps."""
+    curves = trace.loss_curves()
+    return (chunk, trace.seen_adversarial(), np.array([loss_trend(c) for c in curves]),
+            np.array([len(c) for c in curves], dtype=np.int64))
 
 
 def _point_traces(points: Points, traced: list[tuple[Tensor, np.ndarray, np.ndarray, np.ndarray]]) -> PointTraces:

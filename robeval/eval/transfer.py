@@ -6,14 +6,15 @@ the white-box attack. Absum's "transferred PGD" (a substitute trained with anoth
 is one off-diagonal entry. Any untargeted attack of the battery can be the source attack.
 
 For every (source, attack, eps) the adversarials of every test point are made once per
-batch (seeded per batch, as in ``robeval run``) and shown to every target; each target's
-predictions are stored in the run's SQLite store batch by batch, so an interrupted grid
-resumes, and adding a target later only evaluates that target. Unlike ``robeval run``,
-every point is attacked at every eps independently (the source's own mistakes included):
-a transfer adversarial is whatever the source attack produced, not the target's worst
-case. Minimal-norm attacks run their search once (unbounded) and each eps keeps the
-adversarials inside its ball. Targets may be black boxes (no gradients): that is what
-transfer attacks are for; sources need gradients unless the attack is gradient-free.
+batch (each point seeded by itself, as in ``robeval run``) and shown to every target;
+each target's predictions are stored in the run's SQLite store batch by batch, so an
+interrupted grid resumes, and adding a target later only evaluates that target. Unlike
+``robeval run``, every point is attacked at every eps independently (the source's own
+mistakes included): a transfer adversarial is whatever the source attack produced, not
+the target's worst case. Minimal-norm attacks run their search once (unbounded) and each
+eps keeps the adversarials inside its ball. Targets may be black boxes (no gradients):
+that is what transfer attacks are for; sources need gradients unless the attack is
+gradient-free.
 """
 
 from __future__ import annotations
@@ -38,13 +39,16 @@ from torch import Tensor, nn
 from robeval.attacks import canonical_name
 from robeval.attacks import get as get_attack
 from robeval.attacks.base import all_norms, is_minimal, perturbation_norms
+from robeval.cluster.options import ClusterOptions
 from robeval.data import dataset_info
 from robeval.device import resolve_device
 from robeval.errors import RobevalError
-from robeval.eval.cells import Cell, batch_seed
+from robeval.eval.cells import BatchSeeds, Cell
 from robeval.eval.checks import attack_norms
 from robeval.eval.counting import PassCounter
-from robeval.eval.progress import progress_bar
+from robeval.eval.device_batch import in_device_batches, undone_on_error
+from robeval.eval.precision import device_model, to_layout, use_channels_last
+from robeval.eval.progress import progress_bar, silent_bar
 from robeval.eval.runner import eval_mode, predict
 from robeval.eval.setup import (
     check_black_box,
@@ -62,6 +66,7 @@ from robeval.results.store import BatchResult, Cost, ResultStore
 from robeval.spec import (
     FLAG_FIELDS,
     PLACE_FIELDS,
+    check_execution,
     plain_dict,
     portable_paths,
     read_with_overrides,
@@ -91,9 +96,15 @@ class TransferSpec:
     data_root: str | None = None
     threat_model: str | None = None
     model_dir: str | None = None
+    amp: str = "off"  # "bf16": model passes under CUDA autocast (changes numbers: part of the grid)
     progress: bool = field(default=False, compare=False)
     #: Write into an --out that holds the tables of a different grid (they are replaced).
     overwrite: bool = field(default=False, compare=False)
+    #: Where the batches are computed (robeval.cluster): never changes a number.
+    workers: int | None = field(default=None, compare=False)
+    ray_address: str | None = field(default=None, compare=False)
+    gpus_per_task: float | None = field(default=None, compare=False)
+    cpus_per_task: float | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not self.sources:
@@ -103,6 +114,7 @@ class TransferSpec:
             raise RobevalError("no attack given; pass e.g. --attack pgd:steps=40")
         if self.n < 1 or self.batch_size < 1:
             raise RobevalError("--n and --batch-size must be >= 1")
+        check_execution(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TransferSpec:
@@ -215,19 +227,30 @@ def _run_transfer(
     cells: list[TransferCell] = []
     with contextlib.ExitStack() as stack, ResultStore(out / STORE_NAME) as store:
         evals = [stack.enter_context(eval_mode(item.model)) for item in models]
-        clean = {name: predict(model, x, spec.batch_size, device) for model, name in zip(evals, names, strict=True)}
+        clean = {name: predict(model, x, spec.batch_size, device, amp=spec.amp)
+                 for model, name in zip(evals, names, strict=True)}
         targets = list(zip(models, names, strict=True))
         bar = stack.enter_context(progress_bar(enabled=spec.progress))
+        jobs = []  # (source, its display name, attack, cells: one row of targets per eps)
         for source, source_name in sources:
             for attack in attacks_:
                 eps_grid = [e for e in grid if is_minimal(attack) or math.isfinite(e)]
                 source_cells = [_source_cell(source, source_name, dataset, attack, e, spec) for e in eps_grid]
                 grid_cells = [[TransferCell(c, name, item.identity) for item, name in targets] for c in source_cells]
-                task = bar.add_task(f"{source_name} · {canonical_name(attack)} → {len(targets)} targets",
-                                    total=-(-len(x) // spec.batch_size) * len(eps_grid))
-                _fill(store, source.model, attack, grid_cells, [m.model for m, _ in targets], x, y, clean,
-                      spec.batch_size, device, advance=lambda task=task: bar.advance(task))
-                cells += [cell for row in grid_cells for cell in row]
+                jobs.append((source, source_name, attack, grid_cells))
+        options = ClusterOptions.from_spec(spec)
+        if options.enabled:  # the batches as Ray tasks; the pass below then only reads
+            from robeval.cluster.transfer_tasks import fill_transfer_store
+
+            fill_transfer_store(store, jobs, models=models, names=names, portable=portable, clean=clean, x=x, y=y,
+                                batch_size=spec.batch_size, device=str(device), options=options, bar=bar)
+            bar = silent_bar()
+        for source, source_name, attack, grid_cells in jobs:
+            task = bar.add_task(f"{source_name} · {canonical_name(attack)} → {len(targets)} targets",
+                                total=-(-len(x) // spec.batch_size) * len(grid_cells))
+            _fill(store, source.model, attack, grid_cells, [m.model for m, _ in targets], x, y, clean,
+                  spec.batch_size, device, advance=lambda task=task: bar.advance(task))
+            cells += [cell for row in grid_cells for cell in row]
         frame = transfer_frame(store, cells)
         samples = transfer_samples(store, cells, split_index.numpy())
     written = write_transfer_outputs(out, resolved.to_dict(), frame, samples)
@@ -240,71 +263,88 @@ def _source_cell(source: LoadedModel, name: str, dataset: str, attack: Any, eps:
     minimal = is_minimal(attack)
     return Cell(model=name, model_identity=source.identity, dataset=dataset, attack=canonical_name(attack),
                 attack_params=tuple(sorted(asdict(attack).items())), norm=attack.norm, eps=eps, n=spec.n,
-                seed=spec.seed, batch_size=spec.batch_size, minimal=minimal, nested=False)
+                seed=spec.seed, batch_size=spec.batch_size, minimal=minimal, nested=False, amp=spec.amp)
 
 
 def _fill(
     store: ResultStore, source: nn.Module, attack: Any, grid_cells: list[list[TransferCell]],
     targets: list[nn.Module], x: Tensor, y: Tensor, clean: dict[str, Tensor], batch_size: int,
-    device: torch.device, advance: Any,
+    device: torch.device, advance: Any, batches: range | None = None,
 ) -> None:
     """Make the source's adversarials batch by batch and store every target's predictions
-    on them, skipping (eps, target) pairs already stored."""
+    on them, skipping (eps, target) pairs already stored (of the batches in ``batches``
+    only, when given: one Ray task's share)."""
     for row in grid_cells:
         for cell in row:
             store.register_cell(cell.key, cell.description())
     done = {cell.key: store.done_batches(cell.key) for row in grid_cells for cell in row}
     for batch, start in enumerate(range(0, len(x), batch_size)):
+        if batches is not None and batch not in batches:
+            continue
         stop = min(start + batch_size, len(x))
         xb, yb = x[start:stop].to(device), y[start:stop].to(device)
-        search: tuple[Tensor, Tensor, Cost] | None = None  # a minimal-norm search, shared by all eps
+        search: tuple[Tensor, Tensor, Cost, int | None] | None = None  # a minimal-norm search, shared by all eps
         for row in grid_cells:
             todo = [(cell, model) for cell, model in zip(row, targets, strict=True) if batch not in done[cell.key]]
             if todo:
                 source_cell = row[0].source
                 if source_cell.minimal and source_cell.eps > 0:
                     if search is None:
-                        search = _make(source, attack, source_cell.search(), xb, yb, batch)
+                        search = _make(source, attack, source_cell.search(), xb, yb, start, batch)
                     inside = search[1].double() <= source_cell.eps  # the search's answer, where it fits the ball
                     x_adv = torch.where(inside.view(-1, *([1] * (xb.dim() - 1))).to(xb.device), search[0], xb)
-                    own, cost = torch.where(inside, search[1], torch.zeros_like(search[1])), search[2]
+                    own, cost, used = torch.where(inside, search[1], torch.zeros_like(search[1])), *search[2:]
                 else:
-                    x_adv, own, cost = _make(source, attack, source_cell, xb, yb, batch)
-                _store_targets(store, todo, x_adv, own, xb, yb, clean, start, batch, cost)
+                    x_adv, own, cost, used = _make(source, attack, source_cell, xb, yb, start, batch)
+                _store_targets(store, todo, x_adv, own, xb, yb, clean, start, batch, cost, device_batch=used)
             advance()
 
 
 def _make(
-    source: nn.Module, attack: Any, cell: Cell, xb: Tensor, yb: Tensor, batch: int
-) -> tuple[Tensor, Tensor, Cost]:
-    """The source attack's adversarials for one batch, checked as ``robeval run`` checks
-    them, each point's size in the attack's own measure, and what they cost."""
+    source: nn.Module, attack: Any, cell: Cell, xb: Tensor, yb: Tensor, start: int, batch: int
+) -> tuple[Tensor, Tensor, Cost, int | None]:
+    """The source attack's adversarials for one batch (samples ``start`` on, on the
+    device), checked as ``robeval run`` checks them, each point's size in the attack's
+    own measure, what they cost and the device batch used: as in ``robeval run``, in
+    device batches halved on out-of-memory, each point drawing from its own stream."""
     if cell.eps == 0:
-        return xb, torch.zeros(len(xb), dtype=torch.float64), Cost()
+        return xb, torch.zeros(len(xb), dtype=torch.float64), Cost(), None
     tic = time.perf_counter()
     counter = PassCounter(source)
-    generator = torch.Generator().manual_seed(batch_seed(cell.seed, cell.key, batch))
-    result = attack(counter, xb, yb, eps=cell.eps, generator=generator)
-    x_adv, own = attack_norms(xb, result, eps=cell.eps, norm=cell.norm, attack=cell.attack)
+    net = device_model(counter, cell.amp, xb.device)
+    xd = to_layout(xb, use_channels_last(source, xb))
+    seeds = BatchSeeds.of(cell, batch, torch.arange(start, start + len(xb)), torch.full((len(xb),), -1))
+    x_adv, own = xb.clone(), torch.zeros(len(xb), dtype=torch.float64)
+
+    def attempt(chunk: Tensor) -> None:
+        generator, rows = seeds.generator(chunk), chunk.to(xb.device)
+        with undone_on_error(counter):
+            result = attack(net, xd[rows], yb[rows], eps=cell.eps, generator=generator)
+            found, size = attack_norms(xd[rows], result, eps=cell.eps, norm=cell.norm, attack=cell.attack)
+        seeds.advance(generator)
+        x_adv[rows], own[chunk] = found.detach().to(x_adv.dtype), size.detach().double().cpu()
+
+    _, used = in_device_batches(source, torch.arange(len(xb)), len(xb), attempt)
     cost = Cost(time.perf_counter() - tic, counter.counts.forward, counter.counts.backward)
-    return x_adv.detach(), own.detach().double().cpu(), cost
+    return x_adv, own, cost, used
 
 
 def _store_targets(
     store: ResultStore, todo: list[tuple[TransferCell, nn.Module]], x_adv: Tensor, own: Tensor, xb: Tensor,
-    yb: Tensor, clean: dict[str, Tensor], start: int, batch: int, cost: Cost,
+    yb: Tensor, clean: dict[str, Tensor], start: int, batch: int, cost: Cost, *, device_batch: int | None = None,
 ) -> None:
-    """Every pending target's predictions on one batch of adversarials, one store batch each."""
+    """Every pending target's predictions on one batch of adversarials (in device
+    batches, under the source cell's ``amp``), one store batch each, stored with the
+    device batch the adversarials were made in."""
     norms = {k: v.double().cpu().numpy() for k, v in all_norms(x_adv - xb).items()}
     attack_norm = own.cpu().numpy()
     x_norm = perturbation_norms(xb, "l2").double().cpu().numpy()
     idx = np.arange(start, start + len(xb))
     for cell, model in todo:
-        with torch.no_grad():
-            adv_pred = model(x_adv).argmax(1).cpu().numpy()
+        adv_pred = predict(model, x_adv, len(x_adv), x_adv.device, amp=cell.source.amp).numpy()
         result = BatchResult(
             idx=idx, target=np.full(len(idx), -1), label=yb.cpu().numpy(),
             clean_pred=clean[cell.target][start:start + len(xb)].numpy(), adv_pred=adv_pred,
             l0=norms["l0"], l2=norms["l2"], linf=norms["linf"], attack_norm=attack_norm, x_norm=x_norm,
         )
-        store.write_batch(cell.key, batch, cost, result)
+        store.write_batch(cell.key, batch, cost, result, device_batch=device_batch)

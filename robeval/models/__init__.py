@@ -13,7 +13,7 @@ from robeval.models.layers import ACTIVATIONS, check_activation, make_activation
 from robeval.models.normalize import Normalize
 
 # Architecture modules register themselves on import (after ``build``).
-from robeval.models import mnist, resnet, sgr, small  # noqa: E402,F401  isort: skip
+from robeval.models import mnist, resnet, sgr, small, wideresnet  # noqa: E402,F401  isort: skip
 
 from robeval.models.checkpoint import (  # noqa: E402
     CHECKPOINT_FORMAT,

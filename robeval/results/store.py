@@ -62,10 +62,15 @@ CREATE TABLE IF NOT EXISTS nonfinite_outputs (
     cell_key TEXT NOT NULL, batch INTEGER NOT NULL, rows INTEGER NOT NULL,
     PRIMARY KEY (cell_key, batch)
 );
+CREATE TABLE IF NOT EXISTS device_batches (
+    cell_key TEXT NOT NULL, batch INTEGER NOT NULL, size INTEGER NOT NULL,
+    PRIMARY KEY (cell_key, batch)
+);
 """
-# point_traces, checks, batch_digests and nonfinite_outputs were added without a format change: a
-# store written before them simply has no traces (the path indicators then say how many points they
-# saw), no checksums (its batches are read unverified) and no counts of non-finite model outputs.
+# point_traces, checks, batch_digests, nonfinite_outputs and device_batches were added without a
+# format change: a store written before them simply has no traces (the path indicators then say how
+# many points they saw), no checksums (its batches are read unverified), no counts of non-finite
+# model outputs and no device batch sizes (the batch size of the cell is reported).
 COLUMNS = ("idx", "target", "label", "clean_pred", "adv_pred", "l0", "l2", "linf", "attack_norm", "x_norm")
 INT_COLUMNS = frozenset({"idx", "target", "label", "clean_pred", "adv_pred"})
 _Method = TypeVar("_Method", bound=Callable[..., Any])
@@ -236,11 +241,13 @@ class ResultStore:
     @_sqlite_errors
     def write_batch(
         self, cell_key: str, batch: int, cost: Cost, result: BatchResult, traces: PointTraces | None = None,
-        *, nonfinite: int | None = None,
+        *, nonfinite: int | None = None, device_batch: int | None = None,
     ) -> None:
         """Store one batch atomically (points, their checksum, their path traces, how many
-        model outputs were non-finite while attacking it, and the batch marker in one
-        transaction). ``nonfinite=None``: not counted (an earlier count is kept)."""
+        model outputs were non-finite while attacking it, the device batch its points were
+        attacked in, and the batch marker in one transaction). ``nonfinite=None``: not
+        counted (an earlier count is kept); ``device_batch=None``: nothing was sent to the
+        device (none recorded)."""
         arrays = [getattr(result, c) for c in COLUMNS]
         rows = [
             (cell_key, batch, int(i), int(t), int(lab), int(c), int(a), float(l0), float(l2), float(li), float(an),
@@ -262,6 +269,9 @@ class ResultStore:
                                    (cell_key, batch, int(nonfinite)))
             elif nonfinite is not None:
                 self._conn.execute("DELETE FROM nonfinite_outputs WHERE cell_key = ? AND batch = ?", (cell_key, batch))
+            if device_batch is not None:
+                self._conn.execute("INSERT OR REPLACE INTO device_batches VALUES (?, ?, ?)",
+                                   (cell_key, batch, int(device_batch)))
             self._conn.execute(
                 "INSERT OR REPLACE INTO batches VALUES (?, ?, ?, ?, ?)",
                 (cell_key, batch, cost.seconds, cost.forward, cost.backward),
@@ -343,6 +353,13 @@ class ResultStore:
             "SELECT COALESCE(SUM(rows), 0) FROM nonfinite_outputs WHERE cell_key = ?", (cell_key,)
         ).fetchone()
         return int(row[0])
+
+    @_sqlite_errors
+    def device_batch(self, cell_key: str) -> int | None:
+        """The smallest device batch the cell's stored batches were attacked in (``None``:
+        none recorded, e.g. nothing attacked or a store written before they were)."""
+        row = self._conn.execute("SELECT MIN(size) FROM device_batches WHERE cell_key = ?", (cell_key,)).fetchone()
+        return None if row[0] is None else int(row[0])
 
     @_sqlite_errors
     def cell_cost(self, cell_key: str) -> Cost:

@@ -18,7 +18,7 @@ from robeval.version import __version__
 
 RESULT_COLUMNS = [
     "model", "training", "dataset", "attack", "norm", "eps", "target", "n", "clean_acc", "robust_acc",
-    "target_success", "mean_rel_perturbation", "forward_passes", "backward_passes", "seconds",
+    "target_success", "mean_rel_perturbation", "forward_passes", "backward_passes", "seconds", "batch_size_used",
     "robeval_version", "seed", "cell_key", "stages",
 ]
 SAMPLE_COLUMNS = [
@@ -71,12 +71,21 @@ def cell_costs(store: ResultStore, cells: list[Cell]) -> dict[str, Cost]:
     return costs
 
 
+def batch_size_used(store: ResultStore, cells: list[Cell]) -> int:
+    """The smallest device batch the cells' stored points were attacked in (halved on
+    out-of-memory, :mod:`robeval.eval.device_batch`); their ``--batch-size`` where none
+    was recorded (nothing attacked, or a store written before device batches were)."""
+    recorded = [store.device_batch(key) for key in dict.fromkeys(c.store_key for c in cells)]
+    sizes = [size for size in recorded if size is not None]
+    return min(sizes) if sizes else min(c.batch_size for c in cells)
+
+
 def results_frame(
     store: ResultStore, cells: list[Cell], stored: dict[str, BatchResult], training: dict[str, str] | None = None,
 ) -> pd.DataFrame:
     """One row per cell: how its model was trained (from the checkpoint), clean and robust
     accuracy over its points, the targeted success rate, DeepFool's mean relative
-    perturbation (minimal-norm attacks) and the cost."""
+    perturbation (minimal-norm attacks), the cost and the device batch used."""
     costs = cell_costs(store, cells)
     rows = []
     for cell in cells:
@@ -93,7 +102,7 @@ def results_frame(
             "target_success": float(hit.sum() / clean_ok.sum()) if cell.target and clean_ok.any() else np.nan,
             "mean_rel_perturbation": _mean_relative(s, cell, hit) if cell.minimal and cell.norm in BALL_NORMS else np.nan,
             "forward_passes": cost.forward, "backward_passes": cost.backward,
-            "seconds": round(cost.seconds, 4),
+            "seconds": round(cost.seconds, 4), "batch_size_used": batch_size_used(store, [cell]),
             "robeval_version": __version__, "seed": cell.seed, "cell_key": cell.key, "stages": "",
         })
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)

@@ -62,7 +62,7 @@ class Faulty(torch.nn.Module):
         if self.mode == "kill" and in_ray_task() and not Path(self.marker).exists():
             Path(self.marker).write_text(str(os.getpid()))
             os._exit(1)  # the worker process dies mid-task
-        if self.mode == "slow":
+        if self.mode == "slow" and in_ray_task():  # the in-process reference run stays fast
             time.sleep(0.01)
         return self.inner(x)
 
@@ -266,6 +266,17 @@ def test_a_user_error_in_a_task_is_the_local_one_line_error_once(ray_local, digi
         == local.output  # the same line the in-process path gives
     attempts = task_marker.read_text().splitlines()
     assert 1 <= len(attempts) <= 2  # each of the two tasks tried at most once (a retried one alone would make 4)
+
+
+def test_a_task_larger_than_the_cluster_is_refused_not_left_waiting(ray_local, digits_checkpoint,
+                                                                    tmp_path) -> None:
+    """Ray would queue a task asking for more CPUs than any node has forever; the run
+    says so in one line instead (the session's Ray has 2 CPUs)."""
+    result = CliRunner().invoke(app, ["run", str(digits_checkpoint), "--attack", "fgsm", "--eps", "0,0.1", "--n",
+                                      "20", "--out", str(tmp_path / "big"), "--workers", "2", "--cpus-per-task", "4", "-q"])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "asks Ray for 4 CPUs but the Ray cluster has 2" in result.output
+    assert len(result.output.strip().splitlines()) == 1
 
 
 def test_a_killed_driver_resumes_and_recomputes_nothing_stored(ray_local, digits_checkpoint, factory,

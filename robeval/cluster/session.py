@@ -102,6 +102,18 @@ def _slots(ray: Any, options: ClusterOptions) -> int:
     return max(1, by_cpu)
 
 
+def check_fits(session: Session) -> None:
+    """Refuse tasks that no node could run (Ray would wait for them forever): more CPUs
+    or GPUs per task than the whole cluster has."""
+    resources = session.ray.cluster_resources()
+    for what, asked, flag in (("CPU", session.options.num_cpus, "--cpus-per-task (or --threads)"),
+                              ("GPU", session.options.num_gpus, "--gpus-per-task")):
+        have = float(resources.get(what, 0))
+        if asked > have:
+            raise RobevalError(f"each task asks Ray for {asked:g} {what}s but the Ray cluster has {have:g}; "
+                               f"lower {flag} or give Ray more (--workers N starts N CPUs)")
+
+
 def run_tasks(
     session: Session, fn: Callable[..., Any], payloads: Sequence[Any], *, shared: Sequence[Any] = (),
     on_result: Callable[[int, Any], None],
@@ -109,6 +121,7 @@ def run_tasks(
     """Run ``fn(payload, *shared)`` as one Ray task per payload and call
     ``on_result(i, value)`` in the driver as each finishes. ``shared`` values (the data
     subset) go into the object store once and reach every task by reference."""
+    check_fits(session)
     ray = session.ray
     remote = ray.remote(fn).options(
         num_cpus=session.options.num_cpus, num_gpus=session.options.num_gpus, max_retries=MAX_RETRIES,

@@ -22,8 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 from robeval.cluster.options import ClusterOptions
-from robeval.cluster.session import Session, ray_session, run_tasks
-from robeval.errors import RobevalError
+from robeval.cluster.session import ray_session, run_tasks
 from robeval.eval.progress import progress_bar
 from robeval.train.sweep import Combination
 from robeval.train.sweep_run import SweepRow, train_combination
@@ -56,7 +55,6 @@ def train_on_ray(
     tasks = [TrainTask(replace(c, spec=c.spec.replace(device=options.worker_device(c.spec.device))), threads)
              for c in combos]
     with ray_session(options) as session, progress_bar(enabled=progress) as bar:
-        check_fits(session)
         bar_task = bar.add_task(f"train {len(tasks)} combinations on {session.slots} Ray slots", total=len(tasks))
 
         def received(i: int, outcome: TrainOutcome) -> None:
@@ -70,18 +68,6 @@ def train_on_ray(
             on_row(outcome.row)
 
         run_tasks(session, train_task, tasks, on_result=received)
-
-
-def check_fits(session: Session) -> None:
-    """Refuse tasks that no node could run (Ray would wait for them forever): more CPUs
-    or GPUs per task than the whole cluster has."""
-    resources = session.ray.cluster_resources()
-    for what, asked, flag in (("CPU", session.options.num_cpus, "--cpus-per-task (or --threads)"),
-                              ("GPU", session.options.num_gpus, "--gpus-per-task")):
-        have = float(resources.get(what, 0))
-        if asked > have:
-            raise RobevalError(f"each training task asks Ray for {asked:g} {what}s but the Ray cluster has "
-                               f"{have:g}; lower {flag} or give Ray more (--workers N starts N CPUs)")
 
 
 def train_task(task: TrainTask) -> TrainOutcome:

@@ -135,8 +135,8 @@ def test_kill_at_an_arbitrary_moment_then_resume(digits_checkpoint, tmp_path: Pa
     import sqlite3
     import time
 
-    args = ["run", str(digits_checkpoint), "--attack", "pgd:steps=40", "--eps", "0,0.05,0.1,0.2",
-            "--n", "300", "--batch-size", "20", "--device", "cpu", "--quiet"]
+    args = ["run", str(digits_checkpoint), "--attack", "pgd:steps=20", "--eps", "0,0.05,0.1,0.2",
+            "--n", "200", "--batch-size", "20", "--device", "cpu", "--quiet"]
     store = tmp_path / "killed" / "store.sqlite"
     proc = subprocess.Popen([sys.executable, "-m", "robeval", *args, "--out", str(tmp_path / "killed")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -8,6 +8,10 @@ them: this measures time, not generalisation). Each mode runs in a fresh process
 every figure includes imports, model and data loading, and (for the Ray modes) starting
 and stopping a local Ray.
 
+``in-process-1t`` is the in-process run on one torch thread, which is what a one-CPU Ray
+worker computes on (Ray sets ``OMP_NUM_THREADS`` to the task's CPUs): the like-for-like
+baseline of ``workers=1``.
+
 Reports per mode: wall time, the driver's peak resident memory, the number of Ray tasks,
 and whether every output equals the in-process run's (timing columns apart). Then Ray's
 fixed cost (``ray.init(num_cpus=2)`` + ``shutdown`` in a fresh process) and the
@@ -37,7 +41,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 EPS = "0,0.02,0.05,0.1,0.15,0.2,0.3,unbounded"
 ATTACKS = ["pgd:steps=10", "deepfool:norm=linf"]
-MODES = {"in-process": {}, "workers=1": {"workers": 1}, "workers=2": {"workers": 2}}
+MODES = {"in-process": {}, "in-process-1t": {}, "workers=1": {"workers": 1}, "workers=2": {"workers": 2}}
+#: torch threads per mode (None: torch's default, one per core). A Ray worker gets one
+#: thread per CPU its task asks for (Ray sets OMP_NUM_THREADS), so ``workers=1`` computes
+#: on one thread: ``in-process-1t`` is its like-for-like in-process baseline.
+THREADS = {"in-process-1t": 1}
 TIMING = {"seconds"}
 
 
@@ -68,8 +76,12 @@ def checkpoint(cache: Path) -> Path:
 
 def child_run(args: argparse.Namespace) -> None:
     """One mode in this (fresh) process; prints a JSON line."""
+    import torch
+
     import robeval
 
+    if args.mode in THREADS:
+        torch.set_num_threads(THREADS[args.mode])
     tasks: list[str] = []
 
     class Grab(logging.Handler):
@@ -166,9 +178,9 @@ def main() -> None:
     report = {"n": args.n, "attacks": ATTACKS, "eps": EPS, "modes": rows, "ray": cost}
     (out / "report.json").write_text(json.dumps(report, indent=2))
     base = rows[0]["process_s"]
-    print(f"\n{'mode':<12}{'process s':>10}{'evaluate s':>11}{'x in-proc':>10}{'peak MB':>9}  identical  tasks")
+    print(f"\n{'mode':<14}{'process s':>10}{'evaluate s':>11}{'x in-proc':>10}{'peak MB':>9}  identical  tasks")
     for row in rows:
-        print(f"{row['mode']:<12}{row['process_s']:>10.1f}{row['wall_s']:>11.1f}{row['process_s'] / base:>10.2f}"
+        print(f"{row['mode']:<14}{row['process_s']:>10.1f}{row['wall_s']:>11.1f}{row['process_s'] / base:>10.2f}"
               f"{row['peak_mb']:>9.0f}  {str(row['identical_outputs']):<9}  {'; '.join(row['tasks'])}")
     print(f"Ray start {cost['start_s']:.1f} s, stop {cost['stop_s']:.1f} s, "
           f"{cost['per_task_ms_2_workers']:.1f} ms per task (no-op, task-sized payload, 2 workers)")

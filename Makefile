@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
 DEMO   := results/demo
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench reproduce install clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,12 @@ bench: $(VENV)/.installed-peers
 	$(PY) benchmarks/best_iterate.py
 	$(PY) benchmarks/indicators_smooth_kernels.py
 	$(PY) benchmarks/worst_case.py
+
+# One script per paper (issue 14): results/papers/<paper>.md side by side with the published
+# numbers, plus figures; each at most 10 minutes on 2 cores (--scale cpu, the default).
+PAPERS := smooth_kernels absum structured_gradient_regularization local_response_differences gradient_norm
+reproduce: $(VENV)/.installed-dev
+	@set -e; for paper in $(PAPERS); do $(PY) benchmarks/papers/$$paper.py $(REPRODUCE_ARGS); done
 
 clean:
 	rm -rf $(VENV) results/demo results/run

@@ -56,7 +56,7 @@ def train(
     augment: Annotated[str | None, typer.Option(help="none (default) or crop-flip.")] = None,
     crop_padding: Annotated[int | None, typer.Option(help="Zero padding for crop-flip (default 4).")] = None,
     objective: Annotated[str | None, typer.Option(help="Base objective NAME:key=value (see `robeval ls objectives`; default ce).")] = None,
-    regulariser: Annotated[list[str] | None, typer.Option(help="Regulariser NAME:key=value; repeatable.")] = None,
+    regulariser: Annotated[list[str] | None, typer.Option("--regulariser", "--reg", "--regularizer", help="Regulariser NAME:key=value; repeatable (--reg is the same flag).")] = None,
     n_train: Annotated[int | None, typer.Option(help="Use a seeded subset of this many training images.")] = None,
     seed: Annotated[int | None, typer.Option()] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,

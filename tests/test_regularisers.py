@@ -266,6 +266,30 @@ def test_cli_train_with_regulariser(tmp_path) -> None:
     assert out.exists()
 
 
+def test_reg_is_the_regulariser_flag_and_every_regulariser_takes_lambda(tmp_path) -> None:
+    """Issue 14.8: ``--reg`` (the training issue's name) beside ``--regulariser``, and
+    ``lambda=`` on ``l1``/``l2`` as on ``smooth-kernel`` and ``absum``."""
+    from typer.testing import CliRunner
+
+    from robeval.cli import app
+
+    for name in ("l1", "l2", "absum", "smooth-kernel"):
+        assert get_regulariser(f"{name}:lambda=0.25") == get_regulariser(f"{name}:lam=0.25")
+        assert get_regulariser(f"{name}:lambda=0.25").lam == 0.25
+    with pytest.raises(RobevalError, match="name the same parameter"):
+        get_regulariser("l1:lambda=1,lam=2")
+    common = ["train", "--dataset", "digits", "--arch", "small-cnn", "--epochs", "1", "--n-train", "64",
+              "--device", "cpu", "--quiet"]
+    for flag in ("--reg", "--regulariser"):
+        out = tmp_path / f"{flag.strip('-')}.pt"
+        res = CliRunner().invoke(app, [*common, "--out", str(out), flag, "l2:lambda=0.5"])
+        assert res.exit_code == 0, res.output
+        from robeval.models.checkpoint import read_checkpoint
+
+        regs = read_checkpoint(out)[1].train_spec["regularisers"]
+        assert list(regs) == ["l2:lambda=0.5"], regs
+
+
 @pytest.mark.parametrize("spec", ["absum:lam=-1", "absum:solver=adam", "absum:lamb=1", "snc:sigma=0",
                                   "snc:every=0", "snc:input_size=0", "l2:scope=some", "l1:lam=-1",
                                   "smooth-kernel:lambda=big"])

@@ -23,6 +23,7 @@ def scoped_params(model: nn.Module, scope: str) -> list[Tensor]:
 
 @dataclass(frozen=True, kw_only=True)
 class _Norm:
+    aliases: ClassVar[dict[str, str]] = {"lambda": "lam", "lambda_": "lam"}  # l1:lambda=1e-4, as the others
     lam: float = 1e-4
     scope: Scope = "conv"
 
@@ -42,7 +43,8 @@ class L2(_Norm):
     The gradient is ``2 * lam * w``, so ``l2:lam=L`` with SGD matches the optimiser's
     ``weight_decay=2L``. ``scope=conv`` (default) penalises conv filter weights only, as
     the Absum paper's baselines do ("regularization on conv filters"); ``scope=all``
-    every parameter of the model, biases included. Default ``lam=1e-4`` (the paper's
+    every parameter of the model, biases included. ``lam`` is typed as ``lambda`` or
+    ``lam`` (``l2:lambda=1e-4``, as every regulariser). Default ``lam=1e-4`` (the paper's
     runtime experiment; its grid is 10^1 ... 10^-7).
     """
 

@@ -184,7 +184,9 @@ def _evaluate(spec: RunSpec, resolved: RunSpec, prepared: Prepared, out: Path, d
     sfa_rows: list[pd.DataFrame] = []
     with ResultStore(out / STORE_NAME) as store, progress_bar(enabled=spec.progress) as bar:
         if ClusterOptions.from_spec(spec).enabled:  # the batches as Ray tasks; the pass below then only reads
-            _fill_with_ray(store, spec, resolved, prepared, device, bar)
+            from robeval.cluster.run_jobs import fill_with_ray
+
+            fill_with_ray(store, spec, resolved, prepared, device, bar)
             bar = silent_bar()
         for item, name in zip(loaded, names, strict=True):
             with eval_mode(item.model) as model:
@@ -257,49 +259,6 @@ def _evaluate(spec: RunSpec, resolved: RunSpec, prepared: Prepared, out: Path, d
     results.attrs["checks_seconds"] = checks_seconds
     results.attrs["checks_level"] = spec.checks
     return results
-
-
-def _fill_with_ray(
-    store: ResultStore, spec: RunSpec, resolved: RunSpec, prepared: Prepared, device: torch.device, bar: Any,
-) -> None:
-    """``--workers``/``--ray-address``: every missing batch of every model x attack (or
-    cascade) computed by Ray tasks into ``store`` (:mod:`robeval.cluster.run_tasks`)."""
-    from robeval.cluster.models import ModelRef
-    from robeval.cluster.run_tasks import Job, fill_store
-    from robeval.eval.cascade import plan_cascade
-
-    options = ClusterOptions.from_spec(spec)
-    worker_device = options.worker_device(str(device))
-    context = SourceContext(dataset=spec.dataset, threat_model=spec.threat_model, model_dir=resolved.model_dir)
-    x, y, n_classes = prepared.x, prepared.y, len(prepared.info.classes)
-    jobs: list[Job] = []
-    clean_preds = []
-    for i, (item, name, source) in enumerate(zip(prepared.loaded, prepared.names, resolved.models, strict=True)):
-        with eval_mode(item.model) as model:
-            clean_preds.append(predict(model, x, spec.batch_size, device, amp=spec.amp))
-        ref = ModelRef(source=source, identity=item.identity, name=name, context=context, bpda=item.bpda,
-                       device=worker_device)
-        if spec.worst_case:
-            _, cascade = plan_cascade(
-                model=name, identity=item.identity, dataset=prepared.dataset, attack_specs=spec.attacks,
-                eps_grid=prepared.eps_grid, n=len(x), seed=spec.seed, batch_size=spec.batch_size, amp=spec.amp,
-            )
-            cells = tuple(cell for eps in cascade.walked for cell in cascade.cells[eps])
-            if cells:
-                jobs.append(Job(i, ref, tuple(spec.attacks), True, cells, tuple(c.key for c in cells),
-                                f"{name} · {WORST_CASE}"))
-            continue
-        for attack_spec in spec.attacks:
-            _, cells_ = attack_cells(
-                model=name, identity=item.identity, dataset=prepared.dataset, attack_spec=attack_spec,
-                eps_grid=prepared.eps_grid, n=len(x), seed=spec.seed, batch_size=spec.batch_size, target=spec.target,
-                amp=spec.amp,
-            )
-            if cells_:
-                keys = tuple(dict.fromkeys(c.store_key for c in cells_))
-                jobs.append(Job(i, ref, (attack_spec,), False, tuple(cells_), keys, f"{name} · {cells_[0].attack}"))
-    fill_store(store, jobs, x=x, y=y, clean_preds=clean_preds, dataset=prepared.dataset, eps_grid=prepared.eps_grid,
-               seed=spec.seed, batch_size=spec.batch_size, n_classes=n_classes, options=options, bar=bar)
 
 
 def _stage_cells(cascade: Cascade) -> list[tuple[object, list[Cell]]]:

@@ -85,7 +85,10 @@ def test_filter_attacks(digits_model, digits_test) -> None:
     assert torch.equal(low(digits_model, x, y, eps=0), x)
     out = low(digits_model, x, y, eps=1.0)
     assert torch.allclose(out, lowpass(x, 4.0).clamp(0, 1)) and out.min() >= 0 and out.max() <= 1
-    assert torch.allclose(high(digits_model, x, y, eps=0.3), highpass(x, 1.5).clamp(0, 1))
+    assert torch.allclose(high(digits_model, x, y, eps=0.3),  # shift=mean (default): the image's mean added back
+                          (highpass(x, 1.5) + x.mean((-2, -1), keepdim=True)).clamp(0, 1), atol=1e-6)
+    zero = get("highpass:radius=1.5,shift=zero")  # the behaviour before issue 14: clipped, half the image lost
+    assert torch.allclose(zero(digits_model, x, y, eps=0.3), highpass(x, 1.5).clamp(0, 1))
     assert torch.allclose(get("lowpass:radius=6")(digits_model, x, y, eps=1.0), x, atol=1e-6)
 
 

@@ -6,17 +6,25 @@ High-Frequency attack (accuracy of low-pass filtered images against the radius).
 
 The filters are :func:`robeval.attacks.fourier.lowpass`, ``highpass`` and
 ``frequency_swap``: a radial mask of Euclidean radius ``r`` around the DC term of the
-``fftshift``-ed unnormalised 2-D DFT of every channel (``d <= r`` is "low"). Those
-functions are raw; here every filtered or merged image is **clipped to [0, 1]** before
-the model sees it, as the ``lowpass``/``highpass`` attacks do, so that the model is
-only ever shown valid images (a high-pass image has zero mean and is thus mostly
-clipped to 0; that is the point of Fig. 6: how much of the class survives there).
+``fftshift``-ed unnormalised 2-D DFT of every channel (``d <= r`` is "low").
+
+Clipping (``clip``, off by default). The paper describes no clipping of the filtered
+images (Sec. 3.1, Appendix A), and :func:`frequency_sweep` feeds them to the model as
+they are unless ``clip=True``: the model then sees values outside [0, 1]. A high-pass
+image has zero mean (its DC term is removed), so a large share of its entries (about
+half, for natural images) is negative, most within [-1, 1]; low-pass and merged images
+ring slightly below 0 and above 1 near edges (Gibbs). robeval's models take any real
+input (the :class:`~robeval.models.Normalize` wrapper computes ``(x - mean) / std`` and
+checks no range). ``clip=True`` clamps every filtered and merged image to [0, 1] first
+(robeval's behaviour before the option existed): the model is only shown valid images,
+but the clamp zeroes the negative part of a high-pass image, so the high-pass curves
+then measure something else than Fig. 6.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,39 +77,43 @@ def default_radii(h: int, w: int) -> list[float]:
 @torch.no_grad()
 def _accuracy(
     model: nn.Module, images: Tensor, y: Tensor, transform: Callable[[Tensor, Tensor], Tensor],
-    other: Tensor, batch_size: int, device: torch.device,
+    other: Tensor, batch_size: int, device: torch.device, clip: bool = False,
 ) -> float:
     correct = 0
     for start in range(0, len(images), batch_size):
         xb = images[start : start + batch_size].to(device)
         ob = other[start : start + batch_size].to(device)
         yb = y[start : start + batch_size].to(device)
-        filtered = transform(xb, ob).clamp(0.0, 1.0)
+        filtered = transform(xb, ob)
+        if clip:
+            filtered = filtered.clamp(0.0, 1.0)
         correct += int((model(filtered).argmax(1) == yb).sum())
     return correct / max(len(images), 1)
 
 
 def frequency_sweep(
     model: nn.Module, x: Tensor, y: Tensor, x_adv: Tensor, radii: Sequence[float], *,
-    batch_size: int = 256, device: torch.device | str = "cpu",
+    batch_size: int = 256, device: torch.device | str = "cpu", clip: bool = False,
 ) -> pd.DataFrame:
     """One row per radius ``r`` with the accuracy (fraction of all given images whose
     ``argmax`` equals ``y``, no matter whether the clean image was right) on
 
-    * ``natural_lowpass_acc`` / ``natural_highpass_acc``: ``clip(lowpass(x, r))`` /
-      ``clip(highpass(x, r))`` (Fig. 1(a, b), Fig. 6, green);
+    * ``natural_lowpass_acc`` / ``natural_highpass_acc``: ``lowpass(x, r)`` /
+      ``highpass(x, r)`` (Fig. 1(a, b), Fig. 6, green);
     * ``adversarial_lowpass_acc`` / ``adversarial_highpass_acc``: the same of ``x_adv``
       (red);
-    * ``low_natural_high_adv_acc``: ``clip(frequency_swap(x, x_adv, r))``, the natural
+    * ``low_natural_high_adv_acc``: ``frequency_swap(x, x_adv, r)``, the natural
       image's low frequencies with the adversarial's high ones ("merged natural
       examples", Fig. 1(c, d)): the adversarial accuracy at ``r = 0``-ish, the natural
       accuracy once ``r`` reaches the half-diagonal;
-    * ``low_adv_high_natural_acc``: ``clip(frequency_swap(x_adv, x, r))`` ("merged
+    * ``low_adv_high_natural_acc``: ``frequency_swap(x_adv, x, r)`` ("merged
       adversarial examples"), the other way round.
 
-    Clipping to [0, 1] happens after filtering (see the module docstring). ``x`` and
-    ``x_adv`` are ``(N, C, H, W)`` of the same shape; the model's mode and parameters are
-    left as they were.
+    ``clip=False`` (default, the paper's setting): the model is fed these images as
+    they are, values outside [0, 1] included; ``clip=True``: each is clamped to [0, 1]
+    first (see the module docstring). ``x`` and ``x_adv`` are ``(N, C, H, W)`` of the same
+    shape; the model's mode and parameters are left as they were. The returned frame
+    records the choice in ``frame.attrs["clip"]``.
     """
     if x.shape != x_adv.shape:
         raise ValueError(f"x and x_adv differ in shape: {tuple(x.shape)} vs {tuple(x_adv.shape)}")
@@ -127,7 +139,7 @@ def frequency_sweep(
                 return frequency_swap(a, b, r)
 
             def acc(images: Tensor, other: Tensor, transform: Callable[[Tensor, Tensor], Tensor]) -> float:
-                return _accuracy(model, images, y, transform, other, batch_size, device)
+                return _accuracy(model, images, y, transform, other, batch_size, device, clip)
 
             rows.append({
                 "radius": r,
@@ -138,7 +150,9 @@ def frequency_sweep(
                 "low_natural_high_adv_acc": acc(x, x_adv, swap),
                 "low_adv_high_natural_acc": acc(x_adv, x, swap),
             })
-    return pd.DataFrame(rows, columns=list(COLUMNS))
+    frame = pd.DataFrame(rows, columns=list(COLUMNS))
+    frame.attrs["clip"] = bool(clip)
+    return frame
 
 
 @torch.no_grad()
@@ -195,6 +209,49 @@ def plot_frequency_sweep(frame: pd.DataFrame, path: Path | str, *, title: str | 
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     ax_low.set_ylabel("accuracy")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, Path(path))
+
+
+#: Rows of :func:`plot_frequency_figure`: (title, [(column, colour, label), ...]).
+_FIGURE_ROWS = (
+    ("low-pass filtered (Fig. 1(a, b))", (("natural_lowpass_acc", "tab:green", "natural examples"),
+                                          ("adversarial_lowpass_acc", "tab:red", "adversarial examples"))),
+    ("merged (Fig. 1(c, d))", (("low_natural_high_adv_acc", "tab:green", "merged natural examples"),
+                               ("low_adv_high_natural_acc", "tab:red", "merged adversarial examples"))),
+    ("high-pass filtered (Fig. 6)", (("natural_highpass_acc", "tab:green", "natural examples"),
+                                     ("adversarial_highpass_acc", "tab:red", "adversarial examples"))),
+)
+
+
+def plot_frequency_figure(frames: Mapping[str, pd.DataFrame], path: Path | str, *, half_size: float | None = None,
+                          title: str | None = None) -> Path:
+    """The paper's Fig. 1 and Fig. 6 for several models side by side (one column per
+    entry of ``frames``, e.g. ``{"STD": ..., "ADV": ...}``): the low-pass filtered natural
+    (green) and adversarial (red) images, the merged images, and the high-pass filtered
+    images, against the radius. The paper's "merged natural examples" (Sec. 3.1: natural
+    images with the high frequencies of the adversarial ones) are the
+    ``low_natural_high_adv_acc`` column, its "merged adversarial examples" the other
+    swap. ``half_size`` puts ``radius / half_size`` on the x axis (the paper's
+    "frequency scale", 0 to 1.4 on its 32x32 images if read as the radius over half the
+    width: the half-diagonal is then sqrt(2)). Written atomically as PNG."""
+    fig, axes = plt.subplots(len(_FIGURE_ROWS), len(frames), figsize=(4.2 * len(frames), 3.2 * len(_FIGURE_ROWS)),
+                             sharex=True, sharey=True, squeeze=False)
+    for col, (name, frame) in enumerate(frames.items()):
+        x = frame["radius"] / half_size if half_size else frame["radius"]
+        for row, (what, curves) in enumerate(_FIGURE_ROWS):
+            ax = axes[row][col]
+            for column, colour, label in curves:
+                ax.plot(x, frame[column], "o-", markersize=3, color=colour, label=label)
+            ax.set_title(f"{name}: {what}", fontsize=9)
+            ax.set_ylim(-0.02, 1.02)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        axes[-1][col].set_xlabel("frequency scale (radius / half width)" if half_size else "frequency radius")
+    for row in axes:
+        row[0].set_ylabel("test accuracy")
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()

@@ -106,6 +106,29 @@ def response_samples(
     return pd.concat(frames, ignore_index=True)
 
 
+def batched_response_samples(
+    model: nn.Module, layers: dict[str, nn.Module], x: Tensor, y: Tensor, x_adv: Tensor, *, origin: str,
+    batch_size: int = 128, device: torch.device | str = "cpu",
+) -> pd.DataFrame:
+    """:func:`response_samples` over ``x`` (CPU) in batches on ``device``, with an
+    ``index`` column (the image's position in ``x``); the model is put in eval mode for
+    the call and left as it was (as ``robeval responses`` does per model and origin)."""
+    from robeval.device import resolve_device
+    from robeval.eval.runner import eval_mode
+
+    if x.shape != x_adv.shape or len(y) != len(x):
+        raise ValueError(f"x {tuple(x.shape)}, x_adv {tuple(x_adv.shape)} and {len(y)} labels do not match")
+    device = resolve_device(device)
+    frames = []
+    with eval_mode(model) as frozen:
+        for start in range(0, len(x), batch_size):
+            part = response_samples(frozen, layers, x[start:start + batch_size].to(device), y[start:start + batch_size],
+                                    x_adv[start:start + batch_size].to(device), origin=origin)
+            part.insert(0, "index", start + part.groupby("layer").cumcount())
+            frames.append(part)
+    return pd.concat(frames, ignore_index=True)
+
+
 def response_summary(samples: pd.DataFrame) -> pd.DataFrame:
     """Mean Max and Total per model, origin, layer and group: ``all`` images, and among
     the correctly classified ones attack ``success`` or ``failure`` (Table 2)."""

@@ -25,15 +25,17 @@ from robeval.results.plots import save_figure
 def sfa_grid(
     model: nn.Module, x: Tensor, y: Tensor, *, eps: float, batch_size: int = 256,
     device: torch.device | str = "cpu", modes: Iterable[tuple[int, int]] | None = None,
+    scale: str = "peak",
 ) -> pd.DataFrame:
     """Accuracy of ``model`` on ``clip(x + P_{l,m}, 0, 1)`` for each ``(l, m)``.
 
-    ``P_{l,m}`` is :func:`robeval.attacks.fourier.sfa_perturbation` (``max |P| = eps``,
-    the same on every channel). ``modes`` defaults to the whole ``H x W`` grid in
-    row-major order (Absum: ``l, m = 0..n-1``). Accuracy counts every image (as Absum's
-    test accuracy does), also those the model gets wrong without the attack. The model
-    must be in eval mode; it is not changed. Returns columns ``l, m, accuracy`` with
-    ``attrs`` ``eps``, ``n`` and ``clean_accuracy``.
+    ``P_{l,m}`` is :func:`robeval.attacks.fourier.sfa_perturbation` with ``scale``
+    (``peak``, default: ``max |P| = eps``; ``eq6``: Eq. 6 literally, ``eps`` times a mode
+    of peak 2 to 2.83), the same on every channel. ``modes`` defaults to the whole
+    ``H x W`` grid in row-major order (Absum: ``l, m = 0..n-1``). Accuracy counts every
+    image (as Absum's test accuracy does), also those the model gets wrong without the
+    attack. The model must be in eval mode; it is not changed. Returns columns ``l, m,
+    accuracy`` with ``attrs`` ``eps``, ``scale``, ``n`` and ``clean_accuracy``.
     """
     device = resolve_device(device)
     height, width = x.shape[-2:]
@@ -43,7 +45,8 @@ def sfa_grid(
     correct = torch.zeros(len(mode_list), dtype=torch.long)
     clean = 0
     perturbations = [
-        sfa_perturbation(l, m, (height, width), eps, dtype=x.dtype, device=device) for l, m in mode_list
+        sfa_perturbation(l, m, (height, width), eps, dtype=x.dtype, device=device, scale=scale)
+        for l, m in mode_list
     ]
     with torch.no_grad():
         for start in range(0, len(x), batch_size):
@@ -58,7 +61,7 @@ def sfa_grid(
         "l": [l for l, _ in mode_list], "m": [m for _, m in mode_list],
         "accuracy": (correct.double() / max(n, 1)).numpy(),
     })
-    frame.attrs.update(eps=float(eps), n=n, clean_accuracy=clean / max(n, 1))
+    frame.attrs.update(eps=float(eps), scale=scale, n=n, clean_accuracy=clean / max(n, 1))
     return frame
 
 
@@ -94,6 +97,8 @@ def sfa_grid_figure(frame: pd.DataFrame) -> plt.Figure:
     title = f"SFA accuracy: avg {100 * summary['avg']:.1f}%, min {100 * summary['min']:.1f}% at {summary['argmin']} (x)"
     if eps is not None:
         title += f"\neps = {eps:.4g}"
+        if frame.attrs.get("scale", "peak") != "peak":
+            title += f" (scale={frame.attrs['scale']})"
     ax.set_title(title, fontsize=8)
     fig.colorbar(image, ax=ax, label="accuracy (%)")
     fig.tight_layout()

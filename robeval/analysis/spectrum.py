@@ -10,6 +10,7 @@ are the highest frequencies, as both papers draw them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,15 +117,40 @@ def spectrum_analysis(
                 adv_correct += int((model(x_adv).argmax(1) == yb).sum())
             adversarial.append(x_adv.cpu())
     x_adv_all = torch.cat(adversarial).to(x.dtype)
-    clean = average_log_amplitude(x)
-    adv = average_log_amplitude(x_adv_all)
     n = len(x)
+    return compare_spectra(x, x_adv_all, attack=canonical_name(attack_obj), eps=eps,
+                           clean_accuracy=clean_correct / max(n, 1), adversarial_accuracy=adv_correct / max(n, 1))
+
+
+def compare_spectra(
+    x: Tensor, x_adv: Tensor, *, attack: str, eps: float, clean_accuracy: float = float("nan"),
+    adversarial_accuracy: float = float("nan"),
+) -> Spectrum:
+    """The :class:`Spectrum` of adversarials made elsewhere (e.g. reused from another
+    analysis): ``x`` and ``x_adv`` are ``(N, C, H, W)`` of the same shape; the accuracies
+    are recorded as given (NaN when unknown)."""
+    if x.shape != x_adv.shape:
+        raise ValueError(f"x and x_adv differ in shape: {tuple(x.shape)} vs {tuple(x_adv.shape)}")
+    clean = average_log_amplitude(x)
+    adv = average_log_amplitude(x_adv)
     return Spectrum(
         clean=clean.numpy(), adversarial=adv.numpy(), difference=(adv - clean).numpy(),
-        perturbation=average_power(x_adv_all - x).numpy(), attack=canonical_name(attack_obj),
-        eps=float(eps), n=n, clean_accuracy=clean_correct / max(n, 1),
-        adversarial_accuracy=adv_correct / max(n, 1),
+        perturbation=average_power(x_adv.to(x.dtype) - x).numpy(), attack=attack, eps=float(eps), n=len(x),
+        clean_accuracy=float(clean_accuracy), adversarial_accuracy=float(adversarial_accuracy),
     )
+
+
+def radial_band_mean(values: np.ndarray, low: float, high: float) -> float:
+    """Mean of a shifted ``(H, W)`` spectrum over the frequencies at Euclidean distance
+    ``low < d <= high`` (in DFT bins) from the centre ``(H // 2, W // 2)``: e.g. the mean
+    log-amplitude difference of Fig. 2(c) in a low (``-1 < d <= H/4``) and a high
+    (``d > H/4``) band. NaN when the band holds no frequency."""
+    height, width = values.shape
+    rows = np.arange(height)[:, None] - height // 2
+    cols = np.arange(width)[None, :] - width // 2
+    distance = np.hypot(rows, cols)
+    band = (distance > low) & (distance <= high)
+    return float(values[band].mean()) if band.any() else float("nan")
 
 
 def spectrum_figure(spectrum: Spectrum) -> plt.Figure:
@@ -167,6 +193,41 @@ def spectrum_figure(spectrum: Spectrum) -> plt.Figure:
 def plot_spectrum(spectrum: Spectrum, path: Path | str) -> Path:
     """Write :func:`spectrum_figure` as a PNG at ``path``."""
     return save_figure(spectrum_figure(spectrum), Path(path))
+
+
+def plot_spectra(spectra: Mapping[str, Spectrum], path: Path | str) -> Path:
+    """local-response-differences Fig. 2 for several models: (a) the natural images'
+    mean log-amplitude spectrum, then per model (e.g. ``{"STD": ..., "ADV": ...}``) its
+    adversarials' spectrum and the difference ``log|adv| - log|nat|`` (b, c for STD; d, e
+    for ADV). Spectra share one colour scale, differences another (symmetric about 0), so
+    panels compare across models. The spectra must be of the same natural images."""
+    items = list(spectra.items())
+    if not items:
+        raise ValueError("give at least one spectrum")
+    first = items[0][1]
+    low = min(float(first.clean.min()), *(float(sp.adversarial.min()) for _, sp in items))
+    high = max(float(first.clean.max()), *(float(sp.adversarial.max()) for _, sp in items))
+    bound = max(float(np.abs(sp.difference).max()) for _, sp in items) or 1.0
+    panels = [(first.clean, "natural images", "log amplitude", {"cmap": "jet", "vmin": low, "vmax": high})]
+    for name, sp in items:
+        panels.append((sp.adversarial, f"adversarial ({name})", "log amplitude",
+                       {"cmap": "jet", "vmin": low, "vmax": high}))
+        panels.append((sp.difference, f"difference ({name}): adv − nat", "log amplitude ratio",
+                       {"cmap": "bwr", "vmin": -bound, "vmax": bound}))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.4), squeeze=False)
+    extent = frequency_extent(*first.clean.shape)
+    for ax, (values, title, unit, style) in zip(axes[0], panels, strict=True):
+        image = ax.imshow(values, extent=extent, **style)
+        ax.set_title(title, fontsize=9)
+        ax.set_xticks([-0.5, 0.0, 0.5])
+        ax.set_yticks([-0.5, 0.0, 0.5])
+        ax.tick_params(labelsize=7)
+        ax.set_xlabel("cycles/pixel", fontsize=8)
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04).set_label(unit, fontsize=8)
+    fig.suptitle(f"mean log-amplitude spectra, {first.attack} eps={first.eps:.4g}, n={first.n} "
+                 "(centre: DC, corners: highest frequencies)", fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, Path(path))
 
 
 def frequency_extent(height: int, width: int) -> tuple[float, float, float, float]:

@@ -5,10 +5,15 @@ attacks`` lists them. Budgeted and minimal-norm attacks: see :mod:`robeval.attac
 
 from robeval.attacks import (  # noqa: F401  (registers)
     adef,
+    alma,
+    apgd,
     autoattack,
     cw,
+    ddn,
     deepfool,
+    ensemble,
     fgsm,
+    fmn,
     fourier,
     noise,
     pgd,

@@ -11,9 +11,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robeval.attacks.base import Deformation, field_norms, perturbation_norms
+from robeval.attacks.presets import FOOLBOX2, Preset, with_presets
 from robeval.attacks.registry import attacks
 
 FIELD_NORMS: tuple[str, ...] = ("field", "linf", "l2")
+#: Foolbox 2.4.0's ``ADefAttack.as_generator(a, max_iter=100, smooth=1.0, subsample=10)``
+#: (``foolbox/attacks/adef_attack.py`` line 185): the candidates are the top ``subsample``
+#: classes but the first (line 244: ``np.arange(1, subsample)``, so 10 counting the clean
+#: class), and there is no overshoot (``overshoot=1`` turns robeval's off).
+FOOLBOX2_DEFAULTS = {"max_iter": 100, "sigma": 1.0, "candidates": 10, "overshoot": 1.0}
 
 
 def deform(x: Tensor, field: Tensor) -> Tensor:
@@ -80,6 +86,7 @@ def gaussian_smooth(a: Tensor, sigma: float) -> Tensor:
 
 
 @attacks.register("adef")
+@with_presets({FOOLBOX2: FOOLBOX2_DEFAULTS})
 @dataclass(frozen=True, kw_only=True)
 class ADef:
     """Minimal-norm attack that moves pixels instead of adding noise: an iterated
@@ -87,8 +94,9 @@ class ADef:
 
     Alaifari, Alberti and Gauksson, "ADef: an Iterative Algorithm to Construct
     Adversarial Deformations", ICLR 2019 (arXiv:1804.07729), Algorithm 1 and its Sec. 3
-    smoothing, as implemented in foolbox 2's ``ADefAttack`` (the "foolbox defaults" the
-    smooth-kernels paper ran). A deformation by a field ``tau`` is
+    smoothing, the algorithm of foolbox 2's ``ADefAttack`` (whose defaults, the "default
+    parameters in Foolbox" the smooth-kernels paper ran, are ``preset=foolbox2``). A
+    deformation by a field ``tau`` is
     ``x_tau = x o (id + tau)`` (:func:`deform`). With ``c_0`` the class predicted for the
     clean ``x`` and candidates ``c_k`` the next ``candidates - 1`` classes of the clean
     logits, at the iterate ``y = deform(x, tau)`` let ``f_k = z_{c_k}(y) - z_{c_0}(y)``
@@ -110,14 +118,18 @@ class ADef:
     ``deform(x, tau)`` -- the summed field is always applied to the clean image. A
     sample stops as soon as the model misclassifies it (prediction != ``y``); samples
     still correctly classified after ``max_iter`` iterations try the field scaled by
-    ``overshoot`` once (foolbox's overshoot rule) and count as failures if that does not
-    fool the model either.
+    ``overshoot`` once and count as failures if that does not fool the model either
+    (Foolbox 2.4 has no such rule: ``overshoot=1`` turns it off).
 
-    Defaults are foolbox 2.x ``ADefAttack``'s: ``max_iter=100``, ``sigma=1.0``
-    (``smooth``), ``overshoot=1.1`` and ``candidates=2`` (its ``ind_of_candidates=1``:
-    only the runner-up class is targeted). The paper's own experiments use other
-    settings (more candidate labels, per-dataset sigma); pass ``candidates=10`` for all
-    ten classes, as DeepFool does. Differences from foolbox: a batched active set;
+    Defaults: ``max_iter=100`` and ``sigma=1.0`` are Foolbox 2.4.0's ``ADefAttack``
+    defaults (``as_generator(a, max_iter=100, smooth=1.0, subsample=10)``,
+    ``foolbox/attacks/adef_attack.py`` line 185); ``overshoot=1.1`` and ``candidates=2``
+    (only the runner-up class targeted) are not: Foolbox 2.4 targets the top
+    ``subsample=10`` classes but the first (line 244, ``candidates=10`` here) and has no
+    overshoot. ``preset`` -- ``robeval`` (default: these) or ``foolbox2``: Foolbox 2.4's
+    values, ``max_iter=100, sigma=1.0, candidates=10, overshoot=1`` (its loop is the one
+    above: no other switch is needed). The ADef paper's own experiments use other
+    settings (more candidate labels, per-dataset sigma). Differences from foolbox: a batched active set;
     bilinear resampling by ``grid_sample`` with border clamping (foolbox: scipy's
     first-order spline on clipped coordinates -- the same interpolant); the Gaussian
     filter is scipy's ``gaussian_filter`` (truncate 4, mirror border) in torch.
@@ -143,6 +155,7 @@ class ADef:
     overshoot: float = 1.1
     max_iter: int = 100
     candidates: int | None = 2
+    preset: Preset = "robeval"
 
     def __post_init__(self) -> None:
         if self.norm not in FIELD_NORMS:

@@ -1,4 +1,5 @@
-"""Carlini & Wagner's L2 and L-inf attacks (IEEE S&P 2017, Sections V and VI)."""
+"""Carlini & Wagner's L2 and L-inf attacks (IEEE S&P 2017, Sections V and VI), as
+foolbox 3 runs them and (``preset=foolbox2``, L2) as Foolbox 2.4 did."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from robeval.attacks.base import Norm, restrict_to_ball
+from robeval.attacks.presets import FOOLBOX2, Preset, with_presets
 from robeval.attacks.registry import attacks
 from robeval.attacks.trace import new_run, record_step
 
@@ -20,9 +22,15 @@ _SQUEEZE = 0.999999
 # C&W's L-inf reference code (li_attack.py): tau starts at the full range and the search
 # ends once it is down to 1/256; a round succeeds once the loss is below 1e-4 * c.
 _TAU_START, _TAU_MIN, _SUCCESS_TOL = 1.0, 1.0 / 256, 1e-4
+#: Foolbox 2.4.0's ``CarliniWagnerL2Attack.as_generator`` (``foolbox/attacks/carlini_wagner.py``
+#: lines 26-35): ``binary_search_steps=5, max_iterations=1000, confidence=0,
+#: learning_rate=5e-3, initial_const=1e-2, abort_early=True``.
+FOOLBOX2_DEFAULTS = {"binary_search_steps": 5, "steps": 1000, "stepsize": 5e-3, "initial_const": 1e-2,
+                     "confidence": 0.0, "abort_early": True}
 
 
 @attacks.register("cw")
+@with_presets({FOOLBOX2: FOOLBOX2_DEFAULTS})
 @dataclass(frozen=True, kw_only=True)
 class CarliniWagner:
     """Carlini & Wagner's minimal-norm attacks (Carlini & Wagner, "Towards Evaluating the
@@ -81,11 +89,25 @@ class CarliniWagner:
     step, or ``x`` where none was found; a finite ``eps`` then keeps only those inside the
     eps-ball (:func:`~robeval.attacks.base.restrict_to_ball`).
 
-    Defaults: foolbox 3's (``binary_search_steps=9, steps=10000, stepsize=0.01,
-    confidence=0, initial_const=1e-3, abort_early=True``), the settings smooth-kernels
-    Table 1 used ("the default parameters in Foolbox"); L-inf extras from C&W's code.
-    These defaults (up to 90,000 gradient steps per batch) are sized for a GPU; on a CPU
-    ``cw:steps=200,binary_search_steps=5`` (or ``norm=linf,...``) gives a far cheaper run.
+    Defaults: foolbox 3.3.4's ``L2CarliniWagnerAttack`` (``binary_search_steps=9, steps=10000,
+    stepsize=0.01, confidence=0, initial_const=1e-3, abort_early=True``:
+    ``foolbox/attacks/carlini_wagner.py`` lines 51-56, the same since foolbox 3.0.0); L-inf
+    extras from C&W's code. These are *not* the settings of
+    smooth-kernels Table 1, whose "default parameters in Foolbox" are Foolbox 2's: use
+    ``preset=foolbox2`` for those. These defaults (up to 90,000 gradient steps per batch)
+    are sized for a GPU; on a CPU ``cw:steps=200,binary_search_steps=5`` (or
+    ``norm=linf,...``) gives a far cheaper run.
+
+    ``preset`` -- ``robeval`` (default: the above) or ``foolbox2``: Foolbox 2.4.0's
+    ``CarliniWagnerL2Attack`` (``foolbox/attacks/carlini_wagner.py``; L2 only) with its
+    defaults, ``binary_search_steps=5, steps=1000`` (its ``max_iterations``),
+    ``stepsize=5e-3`` (its ``learning_rate``), ``initial_const=1e-2``, ``confidence=0``,
+    ``abort_early=True``, and its per-sample loop: Foolbox 2 attacks one sample at a time,
+    so the early abort looks at each sample's own loss (a sample stops when its loss fell
+    by less than 0.01% over a tenth of ``steps``, lines 170-174, and the others go on),
+    and a step's iterate counts (as the best adversarial and for the binary search)
+    before the abort check (lines 144 and 165-173). Adam's moments are kept in float64,
+    as Foolbox 2's numpy ``AdamOptimizer`` keeps them (lines 251-288).
     """
 
     name: ClassVar[str] = "cw"
@@ -102,6 +124,7 @@ class CarliniWagner:
     tau_decrease: float = 0.9  # L-inf only
     const_factor: float = 2.0  # L-inf only
     max_const: float = 20.0  # L-inf only
+    preset: Preset = "robeval"
 
     def __post_init__(self) -> None:
         if self.norm not in ("l2", "linf"):
@@ -122,6 +145,9 @@ class CarliniWagner:
             raise ValueError("const_factor must be > 1")
         if not self.max_const > self.initial_const:
             raise ValueError("max_const must be > initial_const")
+        if self.preset == FOOLBOX2 and self.norm != "l2":
+            raise ValueError("preset=foolbox2 is Foolbox 2.4's CarliniWagnerL2Attack; it has no L-inf attack: use "
+                             "norm=l2, or preset=robeval for L-inf")
 
     def __call__(
         self, model: nn.Module, x: Tensor, y: Tensor, *, eps: float = math.inf,
@@ -137,7 +163,9 @@ class CarliniWagner:
             what = "labels" if target is None else "target"
             raise ValueError(f"expected {what} of shape ({len(x0)},), got {tuple(classes.shape)}")
         classes = classes.to(x0.device)
-        if self.norm == "l2":
+        if self.preset == FOOLBOX2:
+            x_adv = self._l2_foolbox2(model, x0, classes, targeted=target is not None)
+        elif self.norm == "l2":
             x_adv = self._l2(model, x0, classes, targeted=target is not None)
         else:
             x_adv = self._linf(model, x0, classes, targeted=target is not None)
@@ -208,6 +236,72 @@ class CarliniWagner:
             loss = (is_adv_loss * consts).sum() + squared_norms.sum()
             (grad,) = torch.autograd.grad(loss, delta)
         return x_adv.detach(), logits.detach(), loss.detach(), grad
+
+    # --- L2 as Foolbox 2.4's CarliniWagnerL2Attack (preset=foolbox2) ----------------------
+
+    def _l2_foolbox2(self, model: nn.Module, x0: Tensor, classes: Tensor, *, targeted: bool) -> Tensor:
+        """Foolbox 2.4's per-sample loop (carlini_wagner.py lines 112-190) on the batch:
+        samples whose Adam aborted leave the batch until the next binary-search step."""
+        n = len(x0)
+        w0 = _to_tanh_space(x0)
+        x_rec = _from_tanh_space(w0)
+        consts = torch.full((n,), self.initial_const, dtype=torch.float64)
+        lower = torch.zeros(n, dtype=torch.float64)
+        upper = torch.full((n,), math.inf, dtype=torch.float64)
+        best, best_norms = x0.clone(), torch.full((n,), math.inf, dtype=torch.float64, device=x0.device)
+        check_every = math.ceil(self.steps / 10)
+        for bs_step in range(self.binary_search_steps):
+            if bs_step == self.binary_search_steps - 1 and self.binary_search_steps >= 10:
+                consts = upper.clamp(max=1e10)
+            consts_ = consts.to(device=x0.device, dtype=x0.dtype)
+            delta = torch.zeros_like(w0)
+            m = torch.zeros_like(w0, dtype=torch.float64)
+            v = torch.zeros_like(w0, dtype=torch.float64)
+            found = torch.zeros(n, dtype=torch.bool, device=x0.device)
+            previous = torch.full((n,), math.inf, dtype=x0.dtype, device=x0.device)
+            act = torch.arange(n, device=x0.device)  # the samples whose Adam still runs
+            for step in range(self.steps):
+                rows = torch.arange(len(act), device=x0.device)
+                x_adv, logits, losses, grad = self._l2_losses_and_grad(
+                    model, w0[act], delta[act], x_rec[act], classes[act], consts_[act], rows, targeted=targeted)
+                is_adv = self._is_adversarial(logits, classes[act], rows, targeted=targeted)
+                norms = (x_adv - x0[act]).flatten(1).double().square().sum(dim=-1).sqrt()
+                better = is_adv & (norms < best_norms[act])  # Foolbox's Adversarial: strictly closer
+                best[act[better]], best_norms[act[better]] = x_adv[better], norms[better]
+                # numpy 1.x rounds (1 - beta) * g and g ** 2 to g's float32 before adding to the
+                # float64 moments (value-based casting), as Foolbox 2's optimizer ran
+                m[act] = _BETA1 * m[act] + ((1 - _BETA1) * grad).double()
+                v[act] = _BETA2 * v[act] + ((1 - _BETA2) * grad**2).double()
+                m_hat, v_hat = m[act] / (1 - _BETA1 ** (step + 1)), v[act] / (1 - _BETA2 ** (step + 1))
+                delta[act] = (delta[act].double() - self.stepsize * m_hat / (v_hat.sqrt() + _ADAM_EPS)).to(w0.dtype)
+                found[act] |= is_adv
+                if self.abort_early and step % check_every == 0:
+                    go = losses <= 0.9999 * previous[act]  # no progress over a tenth of the steps: stop
+                    previous[act] = losses
+                    act = act[go]
+                    if len(act) == 0:
+                        break
+            found_ = found.cpu()
+            upper = torch.where(found_, consts, upper)
+            lower = torch.where(found_, lower, consts)
+            consts = torch.where(torch.isinf(upper), consts * 10, (lower + upper) / 2)
+        return best
+
+    def _l2_losses_and_grad(
+        self, model: nn.Module, w0: Tensor, delta: Tensor, x_rec: Tensor, classes: Tensor,
+        consts: Tensor, rows: Tensor, *, targeted: bool,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Per sample Foolbox 2's loss ``||x' - x||^2 + c f(x')`` (lines 193-230), the
+        gradient of each sample's loss in ``delta``, the iterate and its logits."""
+        delta = delta.detach().requires_grad_(True)
+        with torch.enable_grad():
+            x_adv = _from_tanh_space(w0 + delta)
+            logits = model(x_adv)
+            margin = _margin(logits, classes, rows, targeted=targeted)
+            is_adv_loss = torch.maximum(margin + self.confidence, torch.zeros_like(margin))
+            losses = (x_adv - x_rec).flatten(1).square().sum(dim=-1) + consts * is_adv_loss
+            (grad,) = torch.autograd.grad(losses.sum(), delta)
+        return x_adv.detach(), logits.detach(), losses.detach(), grad
 
     # --- L-inf: C&W Section VI-C, batched with per-sample tau and c ----------------------
 

@@ -1,5 +1,5 @@
-"""Salt-and-pepper noise (foolbox 3's ``SaltAndPepperNoiseAttack``), a gradient-free
-minimal-L0 search."""
+"""Salt-and-pepper noise (foolbox 3's ``SaltAndPepperNoiseAttack``, and Foolbox 2.4's as
+``preset=foolbox2``), a gradient-free minimal-L0 search."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
+from robeval.attacks import rng
 from robeval.attacks.base import BALL_NORMS, perturbation_norms, restrict_to_ball
+from robeval.attacks.presets import FOOLBOX2, Preset, with_presets
 from robeval.attacks.registry import attacks
 from robeval.attacks.rng import PointGenerator
 
@@ -18,9 +20,16 @@ from robeval.attacks.rng import PointGenerator
 # entries at once: fixed by the image size alone, never by the batch.
 _POINT_BLOCK = 16
 _POINT_ELEMENTS = 1 << 16
+#: Foolbox 2.4.0's ``SaltAndPepperNoiseAttack.as_generator(a, epsilons=100, repetitions=10)``
+#: (``foolbox/attacks/saltandpepper.py`` line 14); its ``epsilons`` (noise probabilities
+#: per repetition) is robeval's ``steps``.
+FOOLBOX2_DEFAULTS = {"steps": 100, "repetitions": 10}
+#: The preset-only field and its value under ``preset=robeval`` (left out of cache keys).
+NEUTRAL = {"repetitions": None}
 
 
 @attacks.register("salt-and-pepper")
+@with_presets({FOOLBOX2: FOOLBOX2_DEFAULTS}, neutral=NEUTRAL)
 @dataclass(frozen=True, kw_only=True)
 class SaltAndPepper:
     """Minimal-norm attack: raise the amount of salt-and-pepper noise until the model errs.
@@ -79,12 +88,18 @@ class SaltAndPepper:
     steps: int = 1000
     across_channels: bool = True
     channel_axis: int = 1
+    preset: Preset = "robeval"
+    repetitions: int | None = None
 
     def __post_init__(self) -> None:
         if self.norm not in BALL_NORMS:
             raise ValueError(f"norm must be one of {', '.join(BALL_NORMS)}; got {self.norm!r}")
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1; got {self.steps}")
+        if self.preset != FOOLBOX2 and self.repetitions is not None:
+            raise ValueError("repetitions sets Foolbox 2.4's repeated scans: use it with preset=foolbox2")
+        if self.preset == FOOLBOX2 and (self.repetitions is None or self.repetitions < 1):
+            raise ValueError(f"repetitions must be >= 1 with preset=foolbox2; got {self.repetitions!r}")
 
     def __call__(
         self, model: nn.Module, x: Tensor, y: Tensor, *, eps: float = math.inf,
@@ -95,8 +110,9 @@ class SaltAndPepper:
         x0 = x.detach()
         if eps == 0 or len(x0) == 0:
             return x0.clone()
+        search = self.search_foolbox2 if self.preset == FOOLBOX2 else self.search
         with torch.no_grad():
-            x_adv = self.search(model, x0, y.detach(), generator)
+            x_adv = search(model, x0, y.detach(), generator)
         return restrict_to_ball(x0, x_adv, eps, self.norm)
 
     def noise_shape(self, x: Tensor) -> list[int]:
@@ -178,4 +194,46 @@ class SaltAndPepper:
                     t[keep] for t in (idx, x0a, ya, p, min_p, max_p, stepsizes, best_l0, best_l2)
                 )
                 buffer = buffer[keep] if points is not None else buffer
+        return x_out
+
+    def search_foolbox2(
+        self, model: nn.Module, x0: Tensor, y: Tensor, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """Foolbox 2.4's unbounded search (``preset=foolbox2``, lines 37-72 of its
+        saltandpepper.py): per sample the closest adversarial found (mean squared
+        distance), or ``x0``. The samples scan in lockstep; each draws from its own stream
+        when ``generator`` is a :class:`~robeval.attacks.rng.PointGenerator`."""
+        assert self.repetitions is not None
+        x_out = x0.clone()
+        idx = (model(x0).argmax(dim=-1) == y).nonzero().flatten()  # Foolbox attacks these only
+        shape = self.noise_shape(x0)
+        n_p = min(self.steps, math.prod(shape[1:]))  # line 46: epsilons = min(epsilons, pixels)
+        m = len(idx)
+        best_d = torch.full((m,), math.inf, dtype=torch.float64)
+        max_p = torch.ones(m, dtype=torch.float64)
+        x0s, ys, gen = x0[idx], y[idx], rng.take(generator, idx)
+        view = (-1, *([1] * (x0.dim() - 1)))
+        for _ in range(self.repetitions):
+            scanning = torch.arange(m)  # the samples whose scan has not met an adversarial yet
+            for k in range(1, n_p + 1):
+                if len(scanning) == 0:
+                    break
+                # np.linspace(0, max_p, n_p + 1)[k]: k * (max_p / n_p), the last exactly max_p
+                p = max_p[scanning] if k == n_p else k * (max_p[scanning] / n_p)
+                shape[0] = len(scanning)
+                u = rng.rand(shape, rng.take(gen, scanning), torch.float64).to(x0.device)
+                p_ = p.to(x0.device).view(view)
+                salt, pepper = (u >= 1 - p_ / 2).to(x0.dtype), (u < p_ / 2).to(x0.dtype)
+                xs = (x0s[scanning] + salt - pepper).clamp(0.0, 1.0)
+                dist = (xs - x0s[scanning]).flatten(1).double().square().mean(dim=1).cpu()
+                query = dist < best_d[scanning]  # line 62: a draw no closer than the best is not tried
+                if not bool(query.any()):
+                    continue
+                hit = torch.zeros_like(query)
+                hit[query] = (model(xs[query]).argmax(dim=-1) != ys[scanning[query]]).cpu()
+                rows = scanning[hit]
+                x_out[idx[rows]] = xs[hit]
+                best_d[rows] = dist[hit]
+                max_p[rows] = torch.clamp(p[hit] * 1.2, max=1.0)
+                scanning = scanning[~hit]
         return x_out

@@ -223,7 +223,8 @@ def _evaluate(spec: RunSpec, resolved: RunSpec, prepared: Prepared, out: Path, d
                             out, model, attack, cells[-1], x, y, clean_pred, info.classes, device
                         ))
                     if _is_sfa_grid(attack):
-                        sfa_rows += _sfa_grids(out, model, cells, x, y, spec.batch_size, device, written)
+                        sfa_rows += _sfa_grids(out, model, cells, x, y, spec.batch_size, device, written,
+                                               scale=getattr(attack, "scale", "peak"))
                 nested.update(nested_attacks(model_cells))
                 check_cells = _stage_cells(cascades[-1]) if spec.worst_case else model_cells
                 model_findings, seconds = run_model_checks(
@@ -355,17 +356,17 @@ def _is_sfa_grid(attack: Any) -> bool:
 
 def _sfa_grids(
     out: Path, model: torch.nn.Module, cells: list[Cell], x: Tensor, y: Tensor, batch_size: int,
-    device: torch.device, written: list[Path],
+    device: torch.device, written: list[Path], scale: str = "peak",
 ) -> list[pd.DataFrame]:
     """Absum Table 1 / Fig. 4: accuracy for every ``(l, m)`` at each eps of the grid, with
     a heat map per eps (``sfa_MODEL_EPS.png``, appended to ``written``). The results.csv
     row of ``sfa`` is the per-sample worst case over the grid, which is stronger than the
-    Min reported here."""
+    Min reported here. ``scale``: the attack's mode scaling (``peak`` or ``eq6``)."""
     frames = []
     for cell in cells:
         if cell.eps == 0 or math.isinf(cell.eps):
             continue
-        frame = sfa_grid(model, x, y, eps=cell.eps, batch_size=batch_size, device=device)
+        frame = sfa_grid(model, x, y, eps=cell.eps, batch_size=batch_size, device=device, scale=scale)
         written.append(plot_sfa_grid(frame, out / f"sfa_{_slug(cell.model)}_{_slug(format_eps(cell.eps))}.png"))
         frames.append(frame.assign(model=cell.model, eps=cell.eps))
     return frames

@@ -1,6 +1,6 @@
 """``mnist-cnn``: the 2-conv + 2-fc MNIST / Fashion-MNIST net of the Absum paper.
 
-Absum (Yamada et al.), appendix "MNIST and Fashion-MNIST": two 5x5 convolutions with
+Absum (Kanai et al.), appendix "MNIST and Fashion-MNIST": two 5x5 convolutions with
 10 and 20 channels, stride 1, no zero padding, each followed by 2x2 max pooling and
 ReLU; a 320x50 fully connected layer with ReLU; a 50x10 output layer; 50% dropout after
 the second convolution and before the second fully connected layer. The smooth-kernels

@@ -1,4 +1,4 @@
-"""Absum (Yamada, Kanai, Kumagai, Iwata, Kobayashi: "Absum: Simple Regularization Method
+"""Absum (Kanai, Ida, Fujiwara, Yamada, Adachi: "Absum: Simple Regularization Method
 for Reducing Structural Sensitivity of Convolutional Neural Networks", AAAI 2020,
 Eq. 12-16)."""
 

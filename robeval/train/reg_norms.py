@@ -1,4 +1,4 @@
-"""L1 and L2 (weight decay as a penalty) baselines of the Absum paper (Yamada et al.,
+"""L1 and L2 (weight decay as a penalty) baselines of the Absum paper (Kanai et al.,
 "Absum: Simple Regularization Method for Reducing Structural Sensitivity of
 Convolutional Neural Networks", experiments section: WD and L1)."""
 

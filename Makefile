@@ -4,6 +4,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
 DEMO   := results/demo
+# adv-lib (ddn, fmn, alma, apgd) goes in without its dependencies: its visdom pin does not
+# build on current setuptools, and its real needs (torch, torchvision, tqdm) are ours.
+ADVLIB := adv-lib==0.2.8
 
 .PHONY: demo test bench reproduce install clean
 
@@ -12,14 +15,17 @@ $(PY):
 
 $(VENV)/.installed: pyproject.toml | $(PY)
 	$(PIP) -e .
+	$(PIP) --no-deps $(ADVLIB)
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(PY)
 	$(PIP) -e '.[dev]'
+	$(PIP) --no-deps $(ADVLIB)
 	touch $@ $(VENV)/.installed
 
 $(VENV)/.installed-peers: pyproject.toml | $(PY)
 	$(PIP) -e '.[dev,peers]'
+	$(PIP) --no-deps $(ADVLIB)
 	touch $@ $(VENV)/.installed-dev $(VENV)/.installed
 
 install: $(VENV)/.installed
@@ -44,6 +50,7 @@ bench: $(VENV)/.installed-peers
 	$(PY) benchmarks/best_iterate.py
 	$(PY) benchmarks/indicators_smooth_kernels.py
 	$(PY) benchmarks/worst_case.py
+	$(PY) benchmarks/attack_optimality.py
 
 # One script per paper (issue 14): results/papers/<paper>.md side by side with the published
 # numbers, plus figures; each at most 10 minutes on 2 cores (--scale cpu, the default).

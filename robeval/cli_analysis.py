@@ -65,11 +65,15 @@ def frequency(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     data_root: Annotated[str | None, typer.Option(help="Folder holding local data sets.")] = None,
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("results/frequency"),
+    clip: Annotated[bool, typer.Option(
+        "--clip/--no-clip",
+        help="Clamp the filtered and swapped images to [0, 1] before the model sees them (default: no, as in "
+             "the paper; a high-pass image is zero-mean, and clamping zeroes about half of it).")] = False,
 ) -> None:
     """Accuracy against the filter radius for low-/high-pass filtered images.
 
     Natural and adversarial images, and the frequency swaps of both; writes frequency.csv
-    and frequency.png.
+    and frequency.png. The images are fed unclipped unless --clip is given.
     """
     with user_errors():
         from robeval.analysis.frequency import (
@@ -101,8 +105,9 @@ def frequency(
             radius_list = default_radii(*x.shape[-2:])
         x_adv = make_adversarials(loaded.model, x, y, attack_obj, budget, batch_size=batch_size,
                                   device=resolved, seed=seed)
-        frame = frequency_sweep(loaded.model, x, y, x_adv, radius_list, batch_size=batch_size, device=resolved)
-        csv, png = write_frequency(out, frame, title=f"{attack} eps={budget:g}, n={len(x)}")
+        frame = frequency_sweep(loaded.model, x, y, x_adv, radius_list, batch_size=batch_size, device=resolved,
+                                clip=clip)
+        csv, png = write_frequency(out, frame, title=f"{attack} eps={budget:g}, n={len(x)}{', clipped' if clip else ''}")
         clean_acc = accuracy(loaded.model, x, y, batch_size=batch_size, device=resolved)
         adv_acc = accuracy(loaded.model, x_adv, y, batch_size=batch_size, device=resolved)
         out_console.print(

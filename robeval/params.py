@@ -62,15 +62,15 @@ def parse_eps_list(text: str | list[Any] | tuple[Any, ...]) -> tuple[float, ...]
     return tuple(sorted(set(values)))
 
 
-NORM_NAMES = {"linf": "L-inf", "l2": "L2", "l0": "L0"}
+NORM_NAMES = {"linf": "L-inf", "l2": "L2", "l1": "L1", "l0": "L0"}
 
 
 def box_diameter(norm: str, input_shape: tuple[int, ...]) -> float | None:
     """The largest ``||x' - x||`` between two images of the [0, 1] box in ``norm``
-    (``linf``: 1, ``l2``: the square root of the number of entries, ``l0``: the number of
-    entries); ``None`` for measures that are no pixel norm (deformation fields, noise scales)."""
+    (``linf``: 1, ``l2``: the square root of the number of entries, ``l1`` and ``l0``: the
+    number of entries); ``None`` for measures that are no pixel norm (deformation fields, noise scales)."""
     entries = math.prod(input_shape)
-    return {"linf": 1.0, "l2": math.sqrt(entries), "l0": float(entries)}.get(norm)
+    return {"linf": 1.0, "l2": math.sqrt(entries), "l1": float(entries), "l0": float(entries)}.get(norm)
 
 
 def large_eps_warnings(eps_grid: tuple[float, ...], norms: list[str], input_shape: tuple[int, ...]) -> list[str]:

@@ -17,8 +17,9 @@ from tests import attack_checks as checks
 
 # One budget per norm that a real attack on the digits model must bite at: L-inf and L2
 # on the [0, 1] scale, L0 in changed entries (of 64), field in pixels, scale = noise std.
-EPS = {"linf": 0.25, "l2": 2.0, "l0": 12.0, "field": 1.5, "scale": 0.6}
-GRID = {"linf": [0.0, 0.05, 0.1, 0.2, 0.3], "l2": [0.0, 0.5, 1.0, 2.0, 3.0], "l0": [0.0, 2, 4, 8, 16],
+EPS = {"linf": 0.25, "l2": 2.0, "l1": 8.0, "l0": 12.0, "field": 1.5, "scale": 0.6}
+GRID = {"linf": [0.0, 0.05, 0.1, 0.2, 0.3], "l2": [0.0, 0.5, 1.0, 2.0, 3.0], "l1": [0.0, 2.0, 4.0, 8.0, 12.0],
+        "l0": [0.0, 2, 4, 8, 16],
         "field": [0.0, 0.25, 0.5, 1.0, 2.0], "scale": [0.0, 0.1, 0.3, 0.6, 1.0]}
 
 
@@ -26,18 +27,36 @@ GRID = {"linf": [0.0, 0.05, 0.1, 0.2, 0.3], "l2": [0.0, 0.5, 1.0, 2.0, 3.0], "l0
 # a radius that bites on 8x8 digits (its default, half the width, keeps all they need);
 # the defaults are checked against the papers in each attack's own tests.
 FAST = {"cw": {"steps": 100, "binary_search_steps": 4}, "salt-and-pepper": {"steps": 100},
-        "lowpass": {"radius": 1.5}, "autoattack": {"n_iter": 10, "n_queries": 100}}
+        "lowpass": {"radius": 1.5}, "autoattack": {"n_iter": 10, "n_queries": 100},
+        "ddn": {"steps": 20}, "fmn": {"steps": 20}, "alma": {"steps": 30}, "apgd": {"steps": 10},
+        "ensemble": {"members": "deepfool+ddn/steps=10+fmn/steps=10"}}
+# The same for the ``preset=foolbox2`` variants: Foolbox 2.4's searches, shortened.
+FAST_FOOLBOX2 = {"pgd": {"binary_search": 4, "steps": 10}, "fgsm": {"epsilons": 250}, "fgm": {"epsilons": 250},
+                 "cw": {"steps": 40, "binary_search_steps": 3, "stepsize": 0.05}, "salt-and-pepper": {"repetitions": 2},
+                 "adef": {"max_iter": 20}}
+# Norms beyond NORMS that an attack searches in (fmn: L0 and L1; apgd: L1).
+EXTRA_NORMS = {"fmn": ("l1", "l0"), "apgd": ("l1",)}
 
 
 def attack_variants() -> list[str]:
-    """Each registered attack with its defaults, plus its other norms."""
+    """Each registered attack with its defaults, plus its other norms and its
+    ``preset=foolbox2`` variant where it has one."""
     variants = []
     for name in attacks.names():
         variants.append(name)
         fields = {f.name: f for f in dataclasses.fields(attacks.get(name))}
         if "norm" in fields:
-            variants += [f"{name}:norm={n}" for n in NORMS if n != fields["norm"].default and _valid(name, n)]
+            variants += [f"{name}:norm={n}" for n in (*NORMS, *EXTRA_NORMS.get(name, ()))
+                         if n != fields["norm"].default and _valid(name, n)]
+        if "preset" in fields:
+            variants.append(f"{name}:preset=foolbox2")
     return variants
+
+
+def fast(spec: str) -> dict:
+    """The cheaper settings for one variant (``NAME`` or ``NAME:params``)."""
+    name = spec.split(":")[0]
+    return FAST_FOOLBOX2.get(name, {}) if "preset=foolbox2" in spec else FAST.get(name, {})
 
 
 # Salt and pepper moves entries to 0 or 1: no answer fits an L-inf ball of 0.25.
@@ -56,8 +75,7 @@ def _valid(name: str, norm: str) -> bool:
 
 @pytest.fixture(params=attack_variants())
 def attack(request: pytest.FixtureRequest):
-    name = request.param.split(":")[0]
-    return robeval.attacks.get(request.param, **FAST.get(name, {}))
+    return robeval.attacks.get(request.param, **fast(request.param))
 
 
 def targeted_variants() -> list[str]:
@@ -67,7 +85,7 @@ def targeted_variants() -> list[str]:
 @pytest.mark.parametrize("spec", targeted_variants())
 def test_targeted_mode_moves_points_to_the_target(spec, digits_model, digits_test) -> None:
     x, y = digits_test
-    attack = robeval.attacks.get(spec, **FAST.get(spec.split(":")[0], {}))
+    attack = robeval.attacks.get(spec, **fast(spec))
     checks.check_targeted(attack, digits_model, x, y, EPS[attack.norm])
 
 

@@ -107,3 +107,20 @@ def test_cli_frequency_bad_radii(digits_checkpoint: Path, tmp_path: Path, radii:
     assert bad.exit_code == 2
     assert "error:" in bad.output and "--radii" in bad.output
     assert len(bad.output.strip().splitlines()) == 1
+
+
+def test_cli_frequency_clip_flag_reaches_the_sweep(digits_checkpoint: Path, tmp_path: Path) -> None:
+    """--clip clamps the filtered images (the high-pass ones lose their negative half);
+    the default, --no-clip, feeds them as the paper did. Both tables equal the sweep's."""
+    frames = {}
+    for flag in ("--clip", "--no-clip"):
+        out = tmp_path / flag
+        result = CliRunner().invoke(app, ["frequency", str(digits_checkpoint), "--attack", "fgsm", "--eps", "0.1",
+                                          "--n", "40", "--seed", "0", "--device", "cpu", "--out", str(out), flag])
+        assert result.exit_code == 0, result.output
+        frames[flag] = pd.read_csv(out / "frequency.csv")
+    default = CliRunner().invoke(app, ["frequency", str(digits_checkpoint), "--attack", "fgsm", "--eps", "0.1",
+                                       "--n", "40", "--seed", "0", "--device", "cpu", "--out", str(tmp_path / "d")])
+    assert default.exit_code == 0, default.output
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "d" / "frequency.csv"), frames["--no-clip"])
+    assert not frames["--clip"]["natural_highpass_acc"].equals(frames["--no-clip"]["natural_highpass_acc"])

@@ -23,8 +23,9 @@ try to make the model predict ``target`` instead of merely anything but ``y``.
 
 What ``eps`` means depends on the attack's ``norm``:
 
-* ``linf``, ``l2``, ``l0`` (:data:`BALL_NORMS`): eps bounds ``||x_adv - x||`` in that
-  norm (``l0``: the number of entries changed); the runner checks it.
+* ``linf``, ``l2``, ``l1``, ``l0`` (:data:`BALL_NORMS`): eps bounds ``||x_adv - x||`` in
+  that norm (``l0``: the number of entries changed); the runner checks it. ``l1`` is
+  for the attacks that search in it (``fmn``, ``apgd``).
 * ``field``: eps bounds a deformation's vector field, ``max_pixel ||tau||_2`` in pixels
   (ADef). Such attacks return a :class:`Deformation`; the runner re-applies the field to
   check that the images are that deformation and measures the field itself.
@@ -58,7 +59,7 @@ from robeval.attacks import rng
 
 Norm = Literal["linf", "l2"]
 NORMS: tuple[str, ...] = ("linf", "l2")
-BALL_NORMS: tuple[str, ...] = ("linf", "l2", "l0")
+BALL_NORMS: tuple[str, ...] = ("linf", "l2", "l1", "l0")
 L0_TOL = 1e-6  # an entry counts as changed in L0 when it moved by more than this
 
 
@@ -152,12 +153,15 @@ def restrict_to_ball(x: Tensor, x_adv: Tensor, eps: float, norm: str) -> Tensor:
 
 
 def perturbation_norms(delta: Tensor, norm: str) -> Tensor:
-    """Per-sample ``||delta||_p`` over all but the batch dimension (``linf`` or ``l2``)."""
+    """Per-sample ``||delta||_p`` over all but the batch dimension (``linf``, ``l2``, ``l1``
+    or ``l0``)."""
     flat = delta.flatten(1)
     if norm == "linf":
         return flat.abs().amax(dim=1)
     if norm == "l2":
         return flat.norm(p=2, dim=1)
+    if norm == "l1":
+        return flat.abs().sum(dim=1)
     if norm == "l0":
         return (flat.abs() > L0_TOL).sum(dim=1).to(flat.dtype)
     raise ValueError(f"unsupported norm {norm!r}")

@@ -21,7 +21,8 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from robeval.configs import build_config, non_default_params
+from robeval.attacks.presets import non_preset_params
+from robeval.configs import build_config
 from robeval.params import format_named, parse_named
 from robeval.registry import Registry
 
@@ -93,4 +94,4 @@ def get(spec: str, **params: Any) -> Any:
 
 def canonical_name(attack: Any) -> str:
     """The attack with its non-default parameters, e.g. ``pgd:norm=l2,steps=40``."""
-    return format_named(attack.name, non_default_params(attack))
+    return format_named(attack.name, non_preset_params(attack))

@@ -31,7 +31,7 @@ import logging
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
@@ -39,6 +39,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from robeval.attacks.presets import stable_params
 from robeval.attacks import canonical_name
 from robeval.attacks import get as get_attack
 from robeval.attacks.autoattack import AutoAttackEnsemble, SubAttackRecord, recording
@@ -117,7 +118,7 @@ def plan_cascade(
     ``amp``: the precision of the model's passes (:mod:`robeval.eval.precision`)."""
     attacks = [get_attack(text) for text in attack_specs]
     names = [canonical_name(a) for a in attacks]
-    params = [tuple(sorted(asdict(a).items())) for a in attacks]
+    params = [tuple(sorted(stable_params(a).items())) for a in attacks]
     stages = tuple(zip(names, params, strict=True))
     norm = attacks[0].norm
     grid = sorted(set(eps_grid))

@@ -27,12 +27,13 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from robeval.attacks.presets import stable_params
 from robeval.attacks import Attack, canonical_name
 from robeval.attacks import get as get_attack
 from robeval.attacks.base import (
@@ -81,7 +82,7 @@ def attack_cells(
     Budgeted attacks get no ``unbounded`` cell: with no bound they are not defined.
     """
     attack = get_attack(attack_spec)
-    params = tuple(sorted(asdict(attack).items()))
+    params = tuple(sorted(stable_params(attack).items()))
     name = canonical_name(attack)
     minimal, nested = is_minimal(attack), is_nested(attack)
     grid = sorted(eps_grid)

@@ -27,7 +27,7 @@ import math
 import tempfile
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from robeval.attacks.presets import stable_params
 from robeval.attacks import canonical_name
 from robeval.attacks import get as get_attack
 from robeval.attacks.base import all_norms, is_minimal, perturbation_norms
@@ -262,7 +263,7 @@ def _run_transfer(
 def _source_cell(source: LoadedModel, name: str, dataset: str, attack: Any, eps: float, spec: TransferSpec) -> Cell:
     minimal = is_minimal(attack)
     return Cell(model=name, model_identity=source.identity, dataset=dataset, attack=canonical_name(attack),
-                attack_params=tuple(sorted(asdict(attack).items())), norm=attack.norm, eps=eps, n=spec.n,
+                attack_params=tuple(sorted(stable_params(attack).items())), norm=attack.norm, eps=eps, n=spec.n,
                 seed=spec.seed, batch_size=spec.batch_size, minimal=minimal, nested=False, amp=spec.amp)
 
 

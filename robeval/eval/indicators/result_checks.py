@@ -134,9 +134,9 @@ def fooled_on_sample(
 
 
 def box_eps(norm: str, x: Tensor) -> float | None:
-    """The budget that bounds nothing on [0, 1] images: L-inf 1, L2 the box diagonal, L0 every entry."""
+    """The budget that bounds nothing on [0, 1] images: L-inf 1, L2 the box diagonal, L1 and L0 the number of entries."""
     d = x[0].numel()
-    return {"linf": 1.0, "l2": math.sqrt(d), "l0": float(d)}.get(norm)
+    return {"linf": 1.0, "l2": math.sqrt(d), "l1": float(d), "l0": float(d)}.get(norm)
 
 
 def _stronger(attack: str) -> str:

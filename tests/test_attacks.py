@@ -26,21 +26,17 @@ GRID = {"linf": [0.0, 0.05, 0.1, 0.2, 0.3], "l2": [0.0, 0.5, 1.0, 2.0, 3.0], "l1
 # Attacks whose defaults are GPU-sized get cheaper settings here, and the low-pass filter
 # a radius that bites on 8x8 digits (its default, half the width, keeps all they need);
 # the defaults are checked against the papers in each attack's own tests.
-FAST = {"cw": {"steps": 100, "binary_search_steps": 4}, "salt-and-pepper": {"steps": 100},
+FAST = {"cw": {"steps": 60, "binary_search_steps": 4}, "salt-and-pepper": {"steps": 100},
         "lowpass": {"radius": 1.5}, "autoattack": {"n_iter": 10, "n_queries": 100},
         "ddn": {"steps": 20}, "fmn": {"steps": 20}, "alma": {"steps": 30}, "apgd": {"steps": 10},
         "ensemble": {"members": "deepfool+ddn/steps=10+fmn/steps=10"}}
-# The same for the ``preset=foolbox2`` variants: Foolbox 2.4's searches, shortened.
-FAST_FOOLBOX2 = {"pgd": {"binary_search": 4, "steps": 10}, "fgsm": {"epsilons": 250}, "fgm": {"epsilons": 250},
-                 "cw": {"steps": 40, "binary_search_steps": 3, "stepsize": 0.05}, "salt-and-pepper": {"repetitions": 2},
-                 "adef": {"max_iter": 20}}
 # Norms beyond NORMS that an attack searches in (fmn: L0 and L1; apgd: L1).
 EXTRA_NORMS = {"fmn": ("l1", "l0"), "apgd": ("l1",)}
 
 
 def attack_variants() -> list[str]:
-    """Each registered attack with its defaults, plus its other norms and its
-    ``preset=foolbox2`` variant where it has one."""
+    """Each registered attack with its defaults, plus its other norms. (The
+    ``preset=foolbox2`` variants get the same checks in tests/test_foolbox2_preset.py.)"""
     variants = []
     for name in attacks.names():
         variants.append(name)
@@ -48,15 +44,12 @@ def attack_variants() -> list[str]:
         if "norm" in fields:
             variants += [f"{name}:norm={n}" for n in (*NORMS, *EXTRA_NORMS.get(name, ()))
                          if n != fields["norm"].default and _valid(name, n)]
-        if "preset" in fields:
-            variants.append(f"{name}:preset=foolbox2")
     return variants
 
 
 def fast(spec: str) -> dict:
     """The cheaper settings for one variant (``NAME`` or ``NAME:params``)."""
-    name = spec.split(":")[0]
-    return FAST_FOOLBOX2.get(name, {}) if "preset=foolbox2" in spec else FAST.get(name, {})
+    return FAST.get(spec.split(":")[0], {})
 
 
 # Salt and pepper moves entries to 0 or 1: no answer fits an L-inf ball of 0.25.

@@ -171,7 +171,7 @@ def test_bad_parameters_are_one_clear_error(spec: str, fragment: str) -> None:
 
 def test_direct_construction_and_channel_axis_validate(digits_model, digits_test) -> None:
     with pytest.raises(ValueError, match="norm must be one of"):
-        SaltAndPepper(norm="l1")  # type: ignore[arg-type]
+        SaltAndPepper(norm="field")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="steps must be >= 1"):
         SaltAndPepper(steps=0)
     x, y = digits_test

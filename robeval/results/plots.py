@@ -14,7 +14,7 @@ from torch import Tensor
 
 from robeval.atomic import atomic_open
 
-NORM_TITLES = {"l0": r"$\ell_0$ bound", "l1": r"$\ell_1$ bound", "l2": r"$\ell_2$ bound", "linf": r"$\ell_\infty$ bound"}
+NORM_TITLES = {"l0": r"$\ell_0$ bound", "l2": r"$\ell_2$ bound", "linf": r"$\ell_\infty$ bound"}
 
 
 def norm_curves_figure(curves: pd.DataFrame) -> plt.Figure:

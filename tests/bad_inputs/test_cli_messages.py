@@ -193,7 +193,7 @@ def test_ls_one_entry_shows_everything(args: list[str], expected: list[str], wid
 def test_ls_unknown_entry_is_one_line_with_a_hint() -> None:
     result = cli.invoke(app, ["ls", "attacks", "pdg"])
     assert result.exit_code == 2
-    assert result.output.strip() == "error: unknown attack 'pdg'; did you mean 'pgd'? (see `robeval ls attacks`)"
+    assert result.output.strip() == "error: unknown attack 'pdg'; did you mean 'pgd' or 'apgd'? (see `robeval ls attacks`)"
 
 
 # --- 5. one warning style, flags without <bool>, tables at 80 columns -----------------------

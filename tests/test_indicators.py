@@ -223,3 +223,13 @@ def test_a_cut_graph_is_named_not_a_traceback(digits_checkpoint, tmp_path) -> No
                              **{**RUN, "eps": "0,0.1"})
     assert fixed["robust_acc"].iloc[-1] < frame["robust_acc"].iloc[-1] - 0.2
     assert not fixed["unreliable"].any()
+
+
+def test_unconstrained_failure_skips_noise_but_not_budgeted_searches(digits_checkpoint, tmp_path) -> None:
+    """Uniform noise (SGR's RAND baseline) is no search: its failures at eps = the whole box
+    are expected, so unconstrained-failure is not run for it; FGSM still gets the check."""
+    robeval.evaluate(models=[str(digits_checkpoint)], attacks=["uniform:samples=2", "fgsm"], out=str(tmp_path),
+                     **{**RUN, "eps": "0,0.1"})
+    checks = json.loads((tmp_path / "checks.json").read_text())
+    ran = {c["attack"] for c in checks if c["indicator"] == "unconstrained-failure"}
+    assert "fgsm" in ran and not any(a.startswith("uniform") for a in ran)

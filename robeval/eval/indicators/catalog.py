@@ -56,7 +56,8 @@ UNCONSTRAINED_FAILURE = describe(IndicatorInfo(
             "(too few steps) or obfuscated gradients",
     fires_when=f"a minimal-norm search failed on more than {UNCONSTRAINED_FAILURES:.0%} of the run's clean-correct "
                f"points; a budgeted attack run at eps = the whole box (L-inf 1, L2 sqrt(d), L0 d) failed on more "
-               f"than {UNCONSTRAINED_SAMPLE_FAILURES:.0%} of the sample",
+               f"than {UNCONSTRAINED_SAMPLE_FAILURES:.0%} of the sample (not run for budgeted gradient-free attacks: "
+               f"uniform noise and Fourier modes draw from a fixed family, they do not search)",
     cost="free for minimal-norm searches; one run of the attack on the sample for budgeted attacks",
 ))
 GRADIENT_FREE_BEATS_GRADIENT = describe(IndicatorInfo(

@@ -214,6 +214,11 @@ def main() -> None:
     parser.add_argument("--out", default="results/benchmarks")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    for missing in (m for m in DEFAULT_MODELS if not Path(m).exists()):
+        print(f"note: {missing} is missing, so its tables are left out; make it with the commands in "
+              "benchmarks/README.md (attack_optimality.py), or pass --models")
+    if not args.models:
+        raise SystemExit("error: no model to attack; run `make demo` (results/demo/mnist_cnn.pt) or pass --models")
     frames = [table(m, norm, args.n, args.skip_slow) for m in args.models.split(",") if m
               for norm in args.norms.split(",")]
     result = pd.concat(frames, ignore_index=True)

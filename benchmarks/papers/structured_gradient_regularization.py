@@ -260,7 +260,7 @@ def cpu_plan(variants: Sequence[str] = CPU_VARIANTS, eps64: bool = False) -> Pla
     return Plan(
         scale="cpu", datasets={"mnist": "mnist-mini"}, archs={"mnist": "sgr-cnn:params=mnist"}, epochs=2,
         batch_size=64, n_train=None, augment="none", models=chosen, evaluations=tuple(evaluations),
-        n_white=200, n_fool=100, n_transfer=200, n_lrc=100,
+        n_white=150, n_fool=100, n_transfer=150, n_lrc=50,
         differs="CPU scale (4,000 MNIST digits, 2 epochs; see notes)",
         train_notes={"PGD": "PGD-augmented with 3 steps of eps/2 (paper: 10 of eps/5)"},
     )

@@ -23,9 +23,12 @@ $(VENV)/.installed-dev: pyproject.toml | $(PY)
 	$(PIP) --no-deps $(ADVLIB)
 	touch $@ $(VENV)/.installed
 
+# torchattacks 3.5.1 ships a copy of an old robustbench package that overwrites robustbench
+# 1.1.1's files (and pins requests~=2.25.1): put robustbench's own files back after it.
 $(VENV)/.installed-peers: pyproject.toml | $(PY)
 	$(PIP) -e '.[dev,peers]'
 	$(PIP) --no-deps $(ADVLIB)
+	$(PIP) --no-deps --force-reinstall robustbench==1.1.1
 	touch $@ $(VENV)/.installed-dev $(VENV)/.installed
 
 install: $(VENV)/.installed

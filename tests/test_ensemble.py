@@ -106,6 +106,30 @@ def test_warm_start_only_improves_on_the_bound(data) -> None:
     assert bool((found <= bound).all()) and float(found.mean()) < 0.97 * float(bound.mean())
 
 
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_a_long_first_step_still_only_improves_on_the_bound(data, norm: str) -> None:
+    """The README's fast curve (FMN's step 10 times adv-lib's, projected back onto the
+    ball) keeps the warm start's guarantee and moves every point's bound down on average."""
+    model, x, y = data
+    deepfool = robeval.attacks.get(f"deepfool:norm={norm}")
+    bound = norms_of(model, deepfool, x, y, deepfool(model, x, y, eps=math.inf))
+    fast = robeval.attacks.get(f"ensemble:members=deepfool+fmn/steps=10/alpha_init=10,norm={norm},warm_start=true")
+    found = norms_of(model, fast, x, y, fast(model, x, y, eps=math.inf))
+    assert bool((found <= bound).all()) and float(found.mean()) < 0.97 * float(bound.mean())
+
+
+def test_the_readmes_ensemble_spellings_build() -> None:
+    """Every ``ensemble:...`` the README recommends is a valid spelling (users copy them)."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    spellings = set(re.findall(r"`(ensemble:[^`\s]+)`", readme))
+    assert len(spellings) >= 3
+    for spelling in spellings:
+        assert robeval.attacks.get(spelling).member_attacks()
+
+
 def test_deterministic_and_untouched_inputs(data) -> None:
     model, x, y = data
     ensemble = robeval.attacks.get("ensemble:members=deepfool+fmn/steps=5")

@@ -44,7 +44,9 @@ class Ensemble:
     ``warm_start=true`` starts members that can start from an adversarial (``fmn``, FMN's
     warm start) from the best so far, where there is one: it then only searches below
     that bound (a bisection on the segment to it, then shrinking), which lets a short FMN
-    finish what DeepFool began. Such a member no longer runs as it would alone, so the
+    finish what DeepFool began: ``members=deepfool+fmn/steps=25/alpha_init=10`` is the
+    README's fast curve (about 47 forward passes per point), ``.../steps=100/alpha_init=30``
+    its tight one (``benchmarks/attack_optimality.py``). Such a member no longer runs as it would alone, so the
     guarantee then covers the other members and the bound it started from, not the
     member run from scratch.
 

@@ -166,6 +166,22 @@ def test_out_of_memory_halves_the_device_batch_and_changes_no_number(
         assert "device_batches" in batch_tables(store)  # shipped back from Ray tasks with the batch
 
 
+def test_transfer_halves_on_out_of_memory_and_says_so(digits_checkpoint, tmp_path, monkeypatch) -> None:
+    """transfer.csv's ``batch_size_used`` is the halved device batch, and no number moves."""
+    grid = dict(sources=[source(digits_checkpoint)], targets=[str(digits_checkpoint)], attacks=["fgsm"],
+                eps="0,0.2", n=16, batch_size=8, device="cpu")
+    plain = robeval.transfer(**grid, out=str(tmp_path / "plain"))
+    monkeypatch.setenv(OOM_ABOVE, "3")
+    halved = robeval.transfer(**grid, out=str(tmp_path / "halved"))
+    numbers = ["robust_acc", "adv_acc", "clean_acc", "transfer_rate"]
+    pd.testing.assert_frame_equal(halved[numbers], plain[numbers])
+    attacked = halved["eps"] > 0
+    assert (halved.loc[attacked, "batch_size_used"] == 2).all()  # 8 -> 4 -> 2
+    assert (plain["batch_size_used"] == 8).all() and (halved.loc[~attacked, "batch_size_used"] == 8).all()
+    written = pd.read_csv(tmp_path / "halved" / "transfer.csv")
+    assert list(written["batch_size_used"]) == list(halved["batch_size_used"])
+
+
 def test_predict_halves_on_out_of_memory_and_gives_up_at_one(digits_model, digits_test) -> None:
     x = digits_test[0][:20]
 
@@ -184,6 +200,29 @@ def test_predict_halves_on_out_of_memory_and_gives_up_at_one(digits_model, digit
     assert device_batch(limited).limit == 4  # 16 -> 8 -> 4, kept for the model's later calls
     with pytest.raises(RobevalError, match="--batch-size"):
         predict(Limited(0), x, 16, torch.device("cpu"))
+
+
+def test_the_clean_nonfinite_check_halves_on_out_of_memory(digits_model, digits_test) -> None:
+    """The check run before any attack (NaN/inf logits on clean images) takes the same
+    halving path as the attacks, so a large --batch-size cannot fail it on a GPU."""
+    from robeval.eval.setup import nonfinite_images
+
+    x = digits_test[0][:20].clone()
+    x[[2, 7, 11]] = float("nan")
+
+    class Limited(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = digits_model
+
+        def forward(self, x: Tensor) -> Tensor:
+            if len(x) > 5:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory (test)")
+            return self.inner(x)
+
+    limited = Limited()
+    assert nonfinite_images(limited, x, 16, torch.device("cpu")) == 3
+    assert device_batch(limited).limit == 4  # 16 -> 8 -> 4
 
 
 # -- --amp ---------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from robeval.attacks import get as get_attack
 from robeval.attacks.base import is_gradient_free
 from robeval.data import load_dataset, subset_indices
 from robeval.errors import RobevalError
+from robeval.eval.device_batch import in_device_batches
 from robeval.eval.runner import eval_mode
 from robeval.models import LoadedModel
 
@@ -101,10 +102,13 @@ def check_forward(
 
 
 def nonfinite_images(model: torch.nn.Module, x: Tensor, batch_size: int, device: torch.device) -> int:
-    """How many images of ``x`` get a row of logits with a NaN or inf."""
-    bad = 0
+    """How many images of ``x`` get a row of logits with a NaN or inf (in device batches
+    of at most ``batch_size``, halved on out-of-memory as the attacks' are,
+    :mod:`robeval.eval.device_batch`)."""
+    def bad_rows(rows: Tensor) -> int:
+        logits = model(x[int(rows[0]):int(rows[-1]) + 1].to(device))
+        return int((~torch.isfinite(logits)).flatten(1).any(1).sum())
+
     with torch.no_grad(), eval_mode(model):
-        for start in range(0, len(x), batch_size):
-            logits = model(x[start:start + batch_size].to(device))
-            bad += int((~torch.isfinite(logits)).flatten(1).any(1).sum())
-    return bad
+        counts, _ = in_device_batches(model, torch.arange(len(x)), batch_size, bad_rows)
+    return sum(counts)

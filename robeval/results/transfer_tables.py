@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 TRANSFER_COLUMNS = [
     "source", "target", "white_box", "dataset", "attack", "norm", "eps", "n", "clean_acc", "adv_acc",
     "robust_acc", "transfer_rate", "source_forward_passes", "source_backward_passes", "seconds",
-    "robeval_version", "seed", "cell_key",
+    "batch_size_used", "robeval_version", "seed", "cell_key",
 ]
 SAMPLE_COLUMNS = ["source", "target", "attack", "eps", "index", "split_index", "label", "clean_pred", "adv_pred"]
 
@@ -38,7 +38,10 @@ def transfer_frame(store: ResultStore, cells: Sequence[TransferCell]) -> pd.Data
     """One row per cell. ``clean_acc``: the target's accuracy on the clean points;
     ``adv_acc``: on the source's adversarials; ``robust_acc``: correct on both (as in
     ``robeval run``); ``transfer_rate``: the share of the target's clean-correct points
-    the adversarials fool. Costs are those of making the adversarials on the source."""
+    the adversarials fool. Costs are those of making the adversarials on the source;
+    ``batch_size_used``: the smallest device batch they were made in (halved on
+    out-of-memory, :mod:`robeval.eval.device_batch`; ``--batch-size`` where none was
+    recorded), as in ``results.csv``."""
     rows = []
     for cell in cells:
         points = store.read_cell(cell.key)
@@ -54,10 +57,16 @@ def transfer_frame(store: ResultStore, cells: Sequence[TransferCell]) -> pd.Data
             "robust_acc": float(robust.mean()),
             "transfer_rate": float(1 - robust.sum() / correct.sum()) if correct.any() else np.nan,
             "source_forward_passes": cost.forward, "source_backward_passes": cost.backward,
-            "seconds": round(cost.seconds, 4), "robeval_version": __version__, "seed": cell.source.seed,
+            "seconds": round(cost.seconds, 4), "batch_size_used": _batch_size_used(store, cell),
+            "robeval_version": __version__, "seed": cell.source.seed,
             "cell_key": cell.key,
         })
     return pd.DataFrame(rows, columns=TRANSFER_COLUMNS)
+
+
+def _batch_size_used(store: ResultStore, cell: TransferCell) -> int:
+    recorded = store.device_batch(cell.key)
+    return cell.source.batch_size if recorded is None else recorded
 
 
 def transfer_samples(store: ResultStore, cells: Sequence[TransferCell], split_index: np.ndarray) -> pd.DataFrame:

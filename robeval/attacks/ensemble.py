@@ -46,9 +46,9 @@ class Ensemble:
     that bound (a bisection on the segment to it, then shrinking), which lets a short FMN
     finish what DeepFool began: ``members=deepfool+fmn/steps=25/alpha_init=10`` is the
     README's fast curve (about 47 forward passes per point), ``.../steps=100/alpha_init=30``
-    its tight one (``benchmarks/attack_optimality.py``). Such a member no longer runs as it would alone, so the
-    guarantee then covers the other members and the bound it started from, not the
-    member run from scratch.
+    its tight one (``benchmarks/attack_optimality.py``). Such a member no longer runs as
+    it would alone, so the guarantee then covers the other members and the bound it
+    started from, not the member run from scratch.
 
     A minimal-norm attack: with ``eps=inf`` the smallest adversarial per sample (``x``
     where no member found one), with a finite ``eps`` only those inside the ball.

@@ -74,7 +74,9 @@ def attack(request: pytest.FixtureRequest):
 # Attacks whose own test file runs every check of checks.ALL_CHECKS and the targeted check
 # on each of their norms (at settings sized for that): C&W's 1,000-step searches are the
 # most expensive variants here, so the contract and targeted checks run there only, and
-# the monotonicity and eps-0 checks here.
+# the eps-0 check here. Its monotonicity follows from test_cw.py::test_minimal_norm_contract
+# (a bounded call is the unbounded answer restricted to the ball, in both norms), so the
+# five-eps monotonicity check (five full searches) is not repeated here for it either.
 OWN_CONTRACT = {"cw": "tests/test_cw.py::test_attack_contract, test_targeted_hits_the_target"}
 
 
@@ -104,6 +106,8 @@ def test_attack_contract(spec, check, digits_model, digits_test) -> None:
 def test_accuracy_never_rises_with_eps(attack, digits_model, digits_test) -> None:
     if not is_nested(attack):
         pytest.skip("not nested: an answer at one eps is no answer at another (noise, filters)")
+    if attack.name in OWN_CONTRACT:
+        pytest.skip("monotone by its restriction check, tests/test_cw.py::test_minimal_norm_contract")
     x, y = digits_test
     checks.check_monotone_in_eps(attack, digits_model, x, y, GRID[attack.norm])
 

@@ -99,12 +99,17 @@ class Scale:
             return self.n_shapes
         return {"fast": self.n, "slow": self.n_slow, "cw": self.n_cw}[group]
 
+    def models_of(self, group: str) -> tuple[str, ...] | None:
+        """The models a slow group (``slow``, ``cw``) runs on (``None``: all)."""
+        return (self.cw_models or self.slow_models) if group == "cw" else self.slow_models
+
 
 SCALES = {
     # CPU: the T, A and L models get about 63 Adam steps (2 epochs of 2,000 images, batch 64);
-    # at the paper's training eps 0.3 that many leave them at chance (measured on mnist-mini, 2 epochs on 2,000 images, PGD-10: clean
-    # accuracy A 0.17, AR 0.10, L 0.14, LR 0.15), so they train at eps 0.1, the paper's
-    # FashionMNIST value (appendix A), with PGD-5 of 2.5 eps / 5 (Madry et al.'s step rule).
+    # at the paper's training eps 0.3 that many leave them at chance (measured on mnist-mini,
+    # 2 epochs on 2,000 images, PGD-10: clean accuracy A 0.17, AR 0.10, L 0.14, LR 0.15), so
+    # they train at eps 0.1, the paper's FashionMNIST value (appendix A), with PGD-5 of
+    # 2.5 eps / 5 (Madry et al.'s step rule).
     # The 10-minute budget on 2 (shared, noisy) cores: the adversarially trained models see 2,000
     # training images; salt and pepper, Foolbox 2's PGD search and C&W (Foolbox 2's 5 x 1,000
     # steps cost the same whatever n) run on the rows the claims are about (V against VR and
@@ -229,7 +234,7 @@ def evaluate_all(specs: dict[str, dict[str, TrainSpec]], scale: Scale, presets: 
     for key, group in specs.items():
         paths = {Path(spec.out).stem: name for name, spec in group.items()}
         for label, attacks in attack_groups(scale, presets).items():
-            chosen = scale.cw_models or scale.slow_models if label == "cw" else scale.slow_models
+            chosen = scale.models_of(label)
             models = [spec.out for name, spec in group.items() if label == "fast" or (
                 key in scale.slow_on and (chosen is None or name in chosen))]
             if not models:
@@ -515,7 +520,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(__doc__, argv, parser)
     scale = SCALES[args.scale]
     if args.complete:
-        scale = dataclasses.replace(scale, ratio_adv=True, slow_on=("mnist", "shapes"), slow_models=None, cw_models=None)
+        scale = dataclasses.replace(scale, ratio_adv=True, slow_on=("mnist", "shapes"), slow_models=None,
+                                    cw_models=None)
     presets = available_presets() if args.presets == "auto" else args.presets.split(",")
     specs = train_specs(scale, args)
     groups = attack_groups(scale, presets)
@@ -528,7 +534,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 print(f"{key} {name}: {spec}")
         for label, attacks in groups.items():
             print(f"{label} (n={scale.points('mnist', label)} on MNIST, {scale.n_shapes} on shapes; "
-                  f"slow on {scale.slow_models or 'all'}, cw on {scale.cw_models or scale.slow_models or 'all'} of "
+                  f"slow on {scale.slow_models or 'all'}, cw on {scale.models_of('cw') or 'all'} of "
                   f"{scale.slow_on}): {attacks}")
         return
     timer, cpu = Timer(), cpu_seconds()
@@ -570,7 +576,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "the `lambda = 100` rows show the conv kernels of TR, AR and LR agree to within 5e-4 (those of T, A and L "
         "differ by about 0.1): the regulariser alone set them, and the R models differ from each other only in "
         "their fully connected layers.",
-        f"C&W ran on {', '.join(scale.cw_models or scale.slow_models or ('every model',))} "
+        f"C&W ran on {', '.join(scale.models_of('cw') or ('every model',))} "
         f"(n={scale.n_cw}); salt and pepper and Foolbox 2's PGD search on "
         f"{', '.join(scale.slow_models or ('every model',))} (n={scale.n_slow}), on {', '.join(scale.slow_on)}; "
         "`--complete` runs every attack on every model of both data sets.",

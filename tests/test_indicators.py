@@ -219,10 +219,14 @@ def test_a_cut_graph_is_named_not_a_traceback(digits_checkpoint, tmp_path) -> No
     assert finding.fired and "--bpda cut" in finding.detail
     with pytest.raises(robeval.RobevalError, match="cuts the autograd graph in 'cut'.*--bpda cut"):
         robeval.evaluate(models=[source], attacks=["deepfool"], out=str(tmp_path / "df"), **{**RUN, "eps": "0,0.1"})
-    fixed = robeval.evaluate(models=[source], attacks=["pgd"], bpda=("cut",), out=str(tmp_path / "bpda"),
+    # 40 steps, not pgd's default 10: 10 steps leave the loss rising on some trainings of this
+    # model (seed 3 of 1-4, and CI's machine at stop 20), and incomplete-optimization then
+    # rightly fires; the claim here is about the gradient, not the step count.
+    fixed = robeval.evaluate(models=[source], attacks=["pgd:steps=40"], bpda=("cut",), out=str(tmp_path / "bpda"),
                              **{**RUN, "eps": "0,0.1"})
     assert fixed["robust_acc"].iloc[-1] < frame["robust_acc"].iloc[-1] - 0.2
-    assert not fixed["unreliable"].any()
+    fired = [(f.indicator, f.detail) for f in fixed.attrs["checks"] if f.fired]
+    assert not fired and not fixed["unreliable"].any(), fired
 
 
 def test_unconstrained_failure_skips_noise_but_not_budgeted_searches(digits_checkpoint, tmp_path) -> None:

@@ -482,6 +482,26 @@ def test_digits_split() -> None:
     assert torch.equal(load_dataset("digits", split="test")[0], xte)
 
 
+def test_digits_are_cached_and_read_back_without_sklearn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first load parses scikit-learn's digits and caches them; later loads read the cache
+    alone (importing sklearn.datasets is most of a small command's start-up); a corrupt
+    entry is rebuilt."""
+    import sklearn.datasets
+
+    monkeypatch.setenv("ROBEVAL_CACHE", str(tmp_path))
+    first = load_dataset("digits", split="test")
+    assert cache_path("sklearn-digits-v1").is_file()
+    monkeypatch.setattr(sklearn.datasets, "load_digits", lambda: pytest.fail("parsed despite the cache"))
+    again = load_dataset("digits", split="test")
+    assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
+    monkeypatch.undo()
+    monkeypatch.setenv("ROBEVAL_CACHE", str(tmp_path))
+    cache_path("sklearn-digits-v1").write_bytes(b"PK\x03\x04 truncated zip")
+    rebuilt = load_dataset("digits", split="test")
+    assert torch.equal(first[0], rebuilt[0])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sklearn-digits-v1.npz"]
+
+
 def test_shapes_images() -> None:
     x, y = load_dataset("shapes:n_train=8,n_test=200", split="test")
     check_contract(x, y, (1, 28, 28), 4)

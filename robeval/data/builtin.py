@@ -25,6 +25,8 @@ DIGITS_SPLIT_SEED = 20_240_502
 
 MNIST_MINI_CACHE = "mnist-mini-v1"
 MNIST_MINI_TEST_PER_CLASS = 100
+DIGITS_CACHE = "sklearn-digits-v1"
+DIGITS_SHAPE = (1797, 64)
 
 
 def stratified_test_indices(y: np.ndarray, test_per_class: dict[int, int], seed: int) -> np.ndarray:
@@ -98,6 +100,25 @@ class MnistMini(DataSource):
         return x[idx].reshape(-1, 1, 28, 28), y[idx]
 
 
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits as uint8 (1797, 64) in 0..16 and int64 labels, via the cache:
+    importing ``sklearn.datasets`` takes about 2 s, most of a small command's start-up."""
+    cached = load_arrays(DIGITS_CACHE, ("x", "y"))
+    if cached is not None and cached["x"].shape == DIGITS_SHAPE and cached["y"].shape == DIGITS_SHAPE[:1]:
+        return cached["x"].astype(np.uint8, copy=False), cached["y"].astype(np.int64)
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    data = np.asarray(bunch.data)
+    if data.shape != DIGITS_SHAPE or data.min() < 0 or data.max() > 16 or not np.array_equal(data, np.rint(data)):
+        raise RobevalError("scikit-learn's digits have an unexpected layout; reinstall scikit-learn "
+                           "(pip install -U scikit-learn)")
+    x = data.astype(np.uint8)
+    y = np.asarray(bunch.target, dtype=np.int64)
+    save_arrays(DIGITS_CACHE, {"x": x, "y": y.astype(np.uint8)})
+    return x, y
+
+
 @datasets.register("digits")
 class Digits(DataSource):
     """scikit-learn's 1,797 8x8 digits; 1,437 train / 360 test."""
@@ -121,11 +142,8 @@ class Digits(DataSource):
         )
 
     def _load(self, split: str) -> tuple[np.ndarray, np.ndarray]:
-        from sklearn.datasets import load_digits
-
-        bunch = load_digits()
-        x = np.asarray(bunch.data, dtype=np.float32) / 16.0
-        y = np.asarray(bunch.target, dtype=np.int64)
+        raw, y = _digits_arrays()
+        x = raw.astype(np.float32) / 16.0
         per_class = _proportional_counts(y, total=360)
         idx = split_by_mask(y, stratified_test_indices(y, per_class, DIGITS_SPLIT_SEED), split)
         return x[idx].reshape(-1, 1, 8, 8), y[idx]

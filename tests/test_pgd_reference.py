@@ -1,8 +1,9 @@
 """robeval's PGD against foolbox 3's LinfPGD / L2PGD on the same model, data and settings.
 
-``keep=last`` is foolbox's loop step for step, so the adversarials agree within 1e-4;
-the default ``keep=best`` walks the same path but keeps a point's first adversarial
-iterate, so it fools every point foolbox fools (and possibly more)."""
+``keep=last`` is foolbox's loop step for step, so the adversarials agree (L-inf bitwise,
+L2 within 1e-4 on at least 99 % of the points); the default ``keep=best`` walks the same
+path but keeps a point's first adversarial iterate, so it fools every point foolbox
+fools (and possibly more)."""
 
 from __future__ import annotations
 
@@ -36,8 +37,14 @@ def test_pgd_agrees_with_foolbox(digits_model, digits_test, norm, eps, steps, re
     clean = accuracy(digits_model, x, y)
     assert acc_ours < clean - 0.05, "the comparison point must be one where PGD does something"
     assert abs(acc_ours - acc_ref) <= 0.01, f"robeval {acc_ours:.4f} vs foolbox {acc_ref:.4f}"
-    # Same algorithm, same order of operations: the iterates themselves agree closely.
-    assert (x_adv - clipped).abs().max() < 1e-4
+    # Same algorithm: the iterates themselves agree closely. L-inf agrees bitwise; in L2
+    # the step's normalisation rounds differently (g / ||g|| here, g * (1 / ||g||) in
+    # foolbox, ~1e-6), and once in a few hundred points that flips a ReLU and the two paths
+    # part (digits fixture trained with seed 2: 1 of 256 points, 1.9e-3 after 20 steps).
+    apart = (x_adv - clipped).abs().flatten(1).max(1).values > 1e-4
+    assert float(apart.float().mean()) <= 0.01, f"{int(apart.sum())} of {len(x)} points part from foolbox's path"
+    if norm == "linf":
+        assert torch.equal(x_adv, clipped)
 
 
 @pytest.mark.parametrize(("norm", "eps", "steps", "rel_stepsize"), SETTINGS)

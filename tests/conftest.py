@@ -4,11 +4,12 @@ something to lose."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 import torch
+
+from tests.fixture_seed import fixture_seed
 
 torch.set_num_threads(2)
 
@@ -21,17 +22,13 @@ def _cache_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mon
 
 @pytest.fixture(scope="session")
 def digits_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small CNN trained for a few seconds on digits (test accuracy ~0.95).
-
-    ``ROBEVAL_TEST_SEED=k`` trains it with seed k instead of 0: another machine's floating
-    point gives another training too (CI's did at stop 20), so a test that passes only
-    for seed 0 is a flaky test; run the suite with a few seeds to find them."""
+    """A small CNN trained for a few seconds on digits (test accuracy ~0.95); its seed is
+    0 or ``$ROBEVAL_TEST_SEED`` (tests/fixture_seed.py)."""
     from robeval.train import TrainSpec, train
 
     out = tmp_path_factory.mktemp("ckpt") / "digits_small.pt"
-    seed = int(os.environ.get("ROBEVAL_TEST_SEED", "0"))
     result = train(TrainSpec(dataset="digits", arch="small-cnn", epochs=8, batch_size=32, lr=3e-3,
-                             seed=seed, device="cpu", out=str(out)))
+                             seed=fixture_seed(), device="cpu", out=str(out)))
     assert result.metrics["test_acc"] > 0.85, result.metrics
     return result.checkpoint
 

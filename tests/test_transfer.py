@@ -18,6 +18,7 @@ from robeval.cli import app
 from robeval.errors import RobevalError
 from robeval.eval import transfer as transfer_module
 from robeval.eval.transfer import transfer
+from tests.fixture_seed import fixture_seed
 
 EPS = "0,0.1,0.3"
 
@@ -30,7 +31,7 @@ def second_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     out = tmp_path_factory.mktemp("ckpt2") / "digits_other.pt"
     return train(TrainSpec(dataset="digits", arch="small-cnn:c1=8,c2=16", epochs=6, batch_size=32, lr=3e-3,
-                           seed=1, device="cpu", out=str(out))).checkpoint
+                           seed=1 + fixture_seed(), device="cpu", out=str(out))).checkpoint
 
 
 def _by_hand(sources: list[Path], targets: list[Path], attack: str, eps: float, n: int) -> dict[tuple[str, str], float]:

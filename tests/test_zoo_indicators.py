@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import robeval
+from tests.fixture_seed import fixture_seed
 
 FACTORY = Path(__file__).with_name("zoo_factory.py")
 EPS = 0.2
@@ -94,8 +95,8 @@ def adversarially_trained(tmp_path_factory) -> Path:
     from robeval.train import TrainSpec, train
 
     out = tmp_path_factory.mktemp("at") / "digits_at.pt"
-    result = train(TrainSpec(dataset="digits", arch="small-cnn", epochs=10, batch_size=32, lr=3e-3, seed=0,
-                             device="cpu", objective="pgd-at:eps=0.15,steps=5,step_size=0.05", out=str(out)))
+    result = train(TrainSpec(dataset="digits", arch="small-cnn", epochs=10, batch_size=32, lr=3e-3,
+                             seed=fixture_seed(), device="cpu", objective="pgd-at:eps=0.15,steps=5,step_size=0.05", out=str(out)))
     assert result.metrics["test_acc"] > 0.9, result.metrics
     return result.checkpoint
 

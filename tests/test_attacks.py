@@ -29,7 +29,8 @@ GRID = {"linf": [0.0, 0.05, 0.1, 0.2, 0.3], "l2": [0.0, 0.5, 1.0, 2.0, 3.0], "l1
 FAST = {"cw": {"steps": 60, "binary_search_steps": 4}, "salt-and-pepper": {"steps": 100},
         "lowpass": {"radius": 1.5}, "autoattack": {"n_iter": 10, "n_queries": 100},
         "ddn": {"steps": 20}, "fmn": {"steps": 20}, "alma": {"steps": 30}, "apgd": {"steps": 10},
-        "ensemble": {"members": "deepfool+ddn/steps=10+fmn/steps=10"}}
+        "ensemble": {"members": "deepfool+ddn/steps=10+fmn/steps=10"},
+        "lrc-data": {"dataset": "digits"}}
 # Norms beyond NORMS that an attack searches in (fmn: L0 and L1; apgd: L1).
 EXTRA_NORMS = {"fmn": ("l1", "l0"), "apgd": ("l1",)}
 

@@ -232,6 +232,34 @@ def test_data_covariance_variant(digits_model, digits_test) -> None:
         nz.CovarianceNoise(samples=3)(digits_model, x, y, eps=0.1)
 
 
+def test_lrc_data_is_the_data_covariance_variant_from_a_spec(digits_model, digits_test, monkeypatch) -> None:
+    """``lrc-data:dataset=NAME`` is ``LRC.from_data`` on NAME's training split (or its
+    seeded subset of n), draw for draw; a wrong image shape, a missing data set and an
+    image too large for a dense covariance are refused with the fix named."""
+    import robeval
+    from robeval.attacks import lrc_data
+    from robeval.errors import RobevalError
+
+    x, y = digits_test
+    for spec, n in (("lrc-data:dataset=digits,samples=10", None), ("lrc-data:dataset=digits,n=300,samples=10", 300)):
+        train, _ = robeval.load_dataset("digits", split="train", n=n, seed=0)
+        reference = nz.LRC.from_data(train, samples=10)
+        ours = get(spec)
+        assert canonical_name(ours) == spec
+        assert torch.equal(ours(digits_model, x, y, eps=0.3, generator=_gen(4)),
+                           reference(digits_model, x, y, eps=0.3, generator=_gen(4)))
+    assert not is_nested(get("lrc-data:dataset=digits"))
+    with pytest.raises(RobevalError, match="dataset=NAME"):
+        get("lrc-data")
+    with pytest.raises(RobevalError, match="shape .*1, 8, 8.*name the data set the model was trained on"):
+        get("lrc-data:dataset=digits")(digits_model, torch.zeros(2, 1, 4, 4), y[:2], eps=0.1)
+    lrc_data.data_covariance_factor.cache_clear()
+    monkeypatch.setattr(lrc_data, "DENSE_MAX_ENTRIES", 32)
+    with pytest.raises(RobevalError, match="64 x 64.*lrc:zeta"):
+        get("lrc-data:dataset=digits,n=100")
+    lrc_data.data_covariance_factor.cache_clear()
+
+
 def test_noise_lowers_accuracy_with_eps(digits_model, digits_test) -> None:
     x, y = digits_test
     clean = 1 - float(_fooled(digits_model, x, y).float().mean())

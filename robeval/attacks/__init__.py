@@ -15,6 +15,7 @@ from robeval.attacks import (  # noqa: F401  (registers)
     fgsm,
     fmn,
     fourier,
+    lrc_data,
     noise,
     pgd,
     saltpepper,

@@ -209,3 +209,51 @@ def test_sgr_training_lowers_the_penalty() -> None:
         penalty.backward()
         opt.step()
     assert values[-1] < 0.5 * values[0]
+
+
+def test_sgr_data_source_is_the_training_covariance() -> None:
+    """``source=data`` (Sec. 4.3's data-set covariance): Sigma = the training images'
+    covariance at unit mean diagonal, c = their mean per-pixel variance, so the penalty is
+    lam / (2m) sum_i g_i^T Cov_data g_i; a resume keeps the bound covariance; unbound it
+    refuses."""
+    model, (x, y) = _model(), _batch()
+    x_train = torch.rand(200, 1, 4, 4) ** 2  # uneven variances and correlations
+    flat = x_train.flatten(1).double()
+    cov_data = torch.cov(flat.T)  # unbiased, as the paper's sample covariance
+    reg = get_regulariser("sgr:source=data,lambda=2")
+    with pytest.raises(ValueError, match="bind_data"):
+        reg.penalty(model, x, y, model(x))
+    reg.bind_data(x_train)
+    assert torch.allclose(reg.covariance((1, 4, 4)), cov_data / cov_data.diagonal().mean(), atol=1e-6)
+    g = _ce_grads(model, x, y).flatten(1).double()
+    expected = 2 / (2 * len(x)) * float(sum(v @ cov_data @ v for v in g))
+    assert _value(reg, model, x, y) == pytest.approx(expected, rel=1e-5)
+    given_c = get_regulariser("sgr:source=data,lambda=2,c=0.5")
+    given_c.bind_data(x_train)
+    assert _value(given_c, model, x, y) == pytest.approx(expected * 0.5 / float(cov_data.diagonal().mean()), rel=1e-5)
+    reg.load_state_dict(_roundtrip(reg.state_dict()))  # robeval train binds, then resumes
+    assert _value(reg, model, x, y) == pytest.approx(expected, rel=1e-5)
+    get_regulariser("sgr:source=sign").bind_data(x_train)  # other sources ignore the data
+
+
+def test_sgr_data_source_trains_through_robeval_train(tmp_path) -> None:
+    """``robeval train --reg sgr:source=data`` binds the covariance of the split it trains
+    on; an input too large for a dense covariance is refused before any epoch."""
+    from robeval.errors import RobevalError
+    from robeval.train import TrainSpec, train
+    from robeval.train import reg_sgr
+
+    spec = TrainSpec(dataset="digits", arch="small-cnn", epochs=1, batch_size=64, lr=3e-3, seed=0, device="cpu",
+                     n_train=256, regularisers=("sgr:source=data,lambda=0.5",), out=str(tmp_path / "m.pt"))
+    train(spec)
+    logged = np.loadtxt(tmp_path / "m.log.csv", delimiter=",", skiprows=1, ndmin=2)
+    header = (tmp_path / "m.log.csv").read_text().splitlines()[0].split(",")
+    value = float(logged[-1, header.index("reg:sgr")])
+    assert math.isfinite(value) and value > 0
+    original = reg_sgr.MAX_DENSE_DIM
+    try:
+        reg_sgr.MAX_DENSE_DIM = 32
+        with pytest.raises(RobevalError, match="64 x 64.*source=lrc"):
+            train(TrainSpec(**{**spec.to_dict(), "out": str(tmp_path / "big.pt")}))
+    finally:
+        reg_sgr.MAX_DENSE_DIM = original

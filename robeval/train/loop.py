@@ -77,6 +77,9 @@ def train(spec: TrainSpec) -> TrainResult:
     check_outputs(outputs)  # before any data is loaded: no epoch is spent on a run that cannot be saved
     x_train, y_train = load_dataset(spec.dataset, split="train", n=spec.n_train, seed=spec.seed, root=spec.data_root)
     x_test, y_test = load_dataset(spec.dataset, split="test", root=spec.data_root)
+    for reg in regs:  # sgr:source=data takes its covariance from the split it trains on
+        if hasattr(reg, "bind_data"):
+            reg.bind_data(x_train)
     channels, height, _ = info.input_shape
     net = build_model(arch, in_channels=channels, num_classes=len(info.classes), input_size=height, **arch_args)
     mean, std = channel_stats(x_train)

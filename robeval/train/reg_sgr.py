@@ -11,7 +11,8 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from robeval.attacks.lrc_sampling import dense_covariance
+from robeval.attacks.lrc_sampling import dense_covariance, estimate_covariance
+from robeval.errors import RobevalError
 from robeval.train.objectives import eval_mode
 from robeval.train.reg_gradient import ce_input_gradient
 from robeval.train.regularisers import regularisers
@@ -22,6 +23,8 @@ from robeval.train.sgr_covfun import covfun_matvec, dense_covfun_matrix, estimat
 MAX_DENSE_DIM = 4096
 #: Sources whose covariance is the EMA of perturbation second moments (Eqs. 14-15).
 EMA_SOURCES: tuple[str, ...] = ("grad", "sign", "fgsm", "pgd", "deepfool")
+#: Sources with a fixed covariance: the LRC function, the identity (GN), the training data's.
+FIXED_SOURCES: tuple[str, ...] = ("lrc", "identity", "data")
 
 
 def _second_moments(xi: Tensor) -> Tensor:
@@ -91,7 +94,14 @@ class SGR:
       the paper rounds ``r`` for its *estimated* covariance functions, Sec. 3.3),
       ``zeta = 8`` (Fig. 4), no EMA; applied by FFT (:func:`lrc_matvec`), any image size;
     * ``identity``: ``Sigma = I``, the paper's GN baseline ("SGR with identity
-      covariance", Sec. 4.1): ``Omega = c / (2m) sum_i ||g_i||^2``.
+      covariance", Sec. 4.1): ``Omega = c / (2m) sum_i ||g_i||^2``;
+    * ``data``: the covariance of the training data (Sec. 4.3, last paragraph: "the same
+      experiments with the covariance matrix computed from the CIFAR10 training set"),
+      fixed, no EMA. ``robeval train`` binds it to the training split it trains on
+      (:meth:`bind_data`; from Python call ``bind_data(x_train)`` first): Sigma is that
+      covariance scaled to a mean diagonal entry of 1, and ``c`` (unless given) its exact
+      mean diagonal entry, so ``sigma_t * Sigma`` is the data covariance itself. Dense:
+      inputs of up to 4096 entries.
 
     The EMA sources keep Sigma as a dense ``D x D`` matrix (Eq. 15) for inputs of up to 4096
     entries and, above that (``representation=auto``; always with ``representation=function``),
@@ -104,7 +114,7 @@ class SGR:
     name: ClassVar[str] = "sgr"
     aliases: ClassVar[dict[str, str]] = {"lambda": "lam", "lambda_": "lam"}
     lam: float = 1.0
-    source: Literal["grad", "sign", "fgsm", "pgd", "deepfool", "lrc", "identity"] = "sign"
+    source: Literal["grad", "sign", "fgsm", "pgd", "deepfool", "lrc", "identity", "data"] = "sign"
     beta: float = 0.1
     c: float | None = None
     eps: float = 8 / 255
@@ -114,8 +124,8 @@ class SGR:
     _state: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.source not in EMA_SOURCES + ("lrc", "identity"):
-            raise ValueError(f"source must be one of {', '.join(EMA_SOURCES)}, lrc or identity")
+        if self.source not in EMA_SOURCES + FIXED_SOURCES:
+            raise ValueError(f"source must be one of {', '.join(EMA_SOURCES + FIXED_SOURCES)}")
         if self.steps < 1:
             raise ValueError("steps must be >= 1")
         if self.representation not in ("auto", "matrix", "function"):
@@ -136,7 +146,9 @@ class SGR:
         return state
 
     def load_state_dict(self, state: dict) -> None:
+        bound = {k: self._state[k] for k in ("data", "data_c") if k in self._state}  # from the data, not the state
         self._state.clear()
+        self._state.update(bound)
         if state.get("c") is not None:
             self._state["c"] = float(state["c"])
         for key in ("sigma", "covfun"):
@@ -146,11 +158,38 @@ class SGR:
     def after_step(self, model: nn.Module, lr: float) -> None:
         return None
 
+    def bind_data(self, x_train: Tensor) -> None:
+        """``source=data``: take Sigma from the training images ``x_train`` (scaled to a mean
+        diagonal entry of 1) and their exact mean per-pixel variance as the default ``c``.
+        Other sources ignore it. ``robeval train`` calls it with the split it trains on."""
+        if self.source != "data":
+            return
+        dim = x_train[0].numel()
+        if dim > MAX_DENSE_DIM:
+            raise RobevalError(f"sgr:source=data keeps the dense {dim} x {dim} covariance of the training data; "
+                             f"inputs over {MAX_DENSE_DIM} entries need source=lrc (any size) or an EMA source")
+        cov = estimate_covariance(x_train, normalize=False)
+        mean_diag = float(cov.diagonal().mean())
+        if mean_diag <= 0:
+            raise RobevalError("sgr:source=data: the training images do not vary; their covariance is zero")
+        self._state["data"] = (cov / mean_diag).float()
+        self._state["data_c"] = mean_diag
+
+    def _data_covariance(self) -> Tensor:
+        if "data" not in self._state:
+            raise ValueError("sgr:source=data needs the training data: robeval train binds it; from Python call "
+                             "bind_data(x_train) before the first penalty")
+        return self._state["data"]
+
     # -- pieces --------------------------------------------------------------------------
     def data_scale(self, x: Tensor) -> float:
-        """``c``: the field, else the first batch's mean per-pixel variance (then kept)."""
+        """``c``: the field, else (``source=data``) the training data's mean per-pixel
+        variance, else the first batch's mean per-pixel variance (then kept)."""
         if self.c is not None:
             return self.c
+        if self.source == "data":
+            self._data_covariance()
+            return self._state["data_c"]
         if "c" not in self._state:
             if x.shape[0] < 2:
                 raise ValueError("sgr needs a batch of at least 2 to estimate c; give sgr:c=VALUE")
@@ -208,6 +247,8 @@ class SGR:
             return torch.eye(int(torch.tensor(shape).prod()), dtype=torch.float64)
         if self.source == "lrc":
             return dense_covariance(tuple(shape), self.zeta)
+        if self.source == "data":
+            return self._data_covariance().double()
         if "covfun" in self._state:
             return dense_covfun_matrix(tuple(shape), self._state["covfun"])  # type: ignore[arg-type]
         if "sigma" not in self._state:
@@ -216,8 +257,9 @@ class SGR:
 
     def scaling(self, x: Tensor) -> float:
         """``sigma_t = c / mean(diag Sigma_t)`` (1 for the unit-diagonal lrc and identity;
-        the function's value at distance 0 within a channel is its diagonal)."""
-        if self.source in ("lrc", "identity"):
+        the function's value at distance 0 within a channel is its diagonal; the data's,
+        scaled to a unit mean diagonal)."""
+        if self.source in FIXED_SOURCES:
             return self.data_scale(x)
         if "covfun" in self._state:
             mean_diag = float(self._state["covfun"][0, 0])
@@ -231,6 +273,9 @@ class SGR:
             return g.flatten(1).pow(2).sum(1)
         if self.source == "lrc":
             return (g * lrc_matvec(g, self.zeta)).flatten(1).sum(1)
+        if self.source == "data":
+            flat = g.flatten(1)
+            return ((flat @ self._data_covariance().to(flat)) * flat).sum(1)
         if "covfun" in self._state:
             return (g * covfun_matvec(g, self._state["covfun"])).flatten(1).sum(1)
         flat = g.flatten(1)

@@ -616,7 +616,8 @@ def lrc_rows(plan: Plan, ev: Evaluation, measured: Measured) -> list[Row]:
                         f"worst of {plan.lrc_samples} with the training set's covariance, eps = {ev.eps}",
                         acc_text(pub) if pub is not None else "-", pct(measured.data_cov[ev.key][label]),
                         joined(plan.differs, f"n = {plan.n_lrc}", MNIST_DATA_COVARIANCE if plan.scale == "cpu" else "",
-                               "the SGR model keeps the LRC covariance (robeval's sgr has no data-covariance source)"
+                               "the SGR model keeps the LRC covariance (the paper's 'same experiments' would "
+                               "train it with sgr:source=data, added after this run)"
                                if label == "SGR_LRC" else "")))
     return rows
 

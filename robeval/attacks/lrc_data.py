@@ -88,6 +88,6 @@ class LRCData(CovarianceNoise):
     def _checked_factor(self, shape: tuple[int, ...]) -> Tensor:
         if shape != self._shape:  # type: ignore[attr-defined]
             raise RobevalError(f"lrc-data:dataset={self.dataset} has the covariance of images of shape "
-                             f"{self._shape}, but the model's inputs are {shape}: "  # type: ignore[attr-defined]
-                             "name the data set the model was trained on")
+                               f"{self._shape}, but the model's inputs are {shape}: "  # type: ignore[attr-defined]
+                               "name the data set the model was trained on")
         return self._factor  # type: ignore[attr-defined]

@@ -167,7 +167,7 @@ class SGR:
         dim = x_train[0].numel()
         if dim > MAX_DENSE_DIM:
             raise RobevalError(f"sgr:source=data keeps the dense {dim} x {dim} covariance of the training data; "
-                             f"inputs over {MAX_DENSE_DIM} entries need source=lrc (any size) or an EMA source")
+                               f"inputs over {MAX_DENSE_DIM} entries need source=lrc (any size) or an EMA source")
         cov = estimate_covariance(x_train, normalize=False)
         mean_diag = float(cov.diagonal().mean())
         if mean_diag <= 0:

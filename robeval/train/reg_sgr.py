@@ -168,12 +168,12 @@ class SGR:
         if dim > MAX_DENSE_DIM:
             raise RobevalError(f"sgr:source=data keeps the dense {dim} x {dim} covariance of the training data; "
                                f"inputs over {MAX_DENSE_DIM} entries need source=lrc (any size) or an EMA source")
-        cov = estimate_covariance(x_train, normalize=False)
-        mean_diag = float(cov.diagonal().mean())
-        if mean_diag <= 0:
-            raise RobevalError("sgr:source=data: the training images do not vary; their covariance is zero")
-        self._state["data"] = (cov / mean_diag).float()
-        self._state["data_c"] = mean_diag
+        try:
+            sigma = estimate_covariance(x_train)  # scaled to a unit mean diagonal
+        except ValueError as exc:
+            raise RobevalError(f"sgr:source=data: {exc}") from exc
+        self._state["data"] = sigma.float()
+        self._state["data_c"] = float(x_train.flatten(1).double().var(0).mean())  # the unscaled mean diagonal
 
     def _data_covariance(self) -> Tensor:
         if "data" not in self._state:
